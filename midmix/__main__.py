@@ -1,0 +1,5 @@
+import sys
+
+from midmix.cli import main
+
+sys.exit(main())
