@@ -1,0 +1,164 @@
+"""The decoder, LR schedules and checkpoint files, with a tiny model on CPU."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from midmix.errors import MidmixError
+from trainer.checkpoint import list_checkpoints, load_latest, save_checkpoint
+from trainer.model import Decoder, ModelConfig, check_seq_len, rotary_tables
+from trainer.schedule import LrSegment, PhaseLr, lr_at
+
+TINY = ModelConfig(vocab_size=50, d_model=32, n_layers=2, n_heads=4, max_seq_len=32)
+
+
+def tiny_model(**overrides) -> Decoder:
+    torch.manual_seed(0)
+    return Decoder(TINY.model_copy(update=overrides)).eval()
+
+
+def test_token_output_ignores_other_documents_in_the_sequence():
+    model = tiny_model()
+    doc_ids = torch.tensor([[0] * 6 + [1] * 10])
+    position_ids = torch.tensor([list(range(6)) + list(range(10))])
+    ids = torch.randint(0, 50, (1, 16), generator=torch.Generator().manual_seed(1))
+    changed = ids.clone()
+    changed[0, :6] = (changed[0, :6] + 7) % 50  # rewrite the first document only
+    with torch.no_grad():
+        before = model(ids, position_ids, doc_ids)
+        after = model(changed, position_ids, doc_ids)
+    assert torch.equal(before[0, 6:], after[0, 6:])
+    assert not torch.allclose(before[0, :6], after[0, :6])
+
+
+def test_document_alone_gives_same_output_as_packed_after_another():
+    model = tiny_model()
+    doc = torch.randint(0, 50, (1, 10), generator=torch.Generator().manual_seed(2))
+    other = torch.randint(0, 50, (1, 6), generator=torch.Generator().manual_seed(3))
+    packed = torch.cat([other, doc], dim=1)
+    doc_ids = torch.tensor([[0] * 6 + [1] * 10])
+    position_ids = torch.tensor([list(range(6)) + list(range(10))])
+    with torch.no_grad():
+        alone = model(doc)
+        inside = model(packed, position_ids, doc_ids)[:, 6:]
+    torch.testing.assert_close(alone, inside, rtol=1e-5, atol=1e-5)
+
+
+def test_causal_mask_future_tokens_do_not_change_past_outputs():
+    model = tiny_model()
+    ids = torch.randint(0, 50, (1, 12), generator=torch.Generator().manual_seed(4))
+    changed = ids.clone()
+    changed[0, 8:] = (changed[0, 8:] + 1) % 50
+    with torch.no_grad():
+        assert torch.equal(model(ids)[0, :8], model(changed)[0, :8])
+
+
+def test_set_rope_rebuilds_tables_for_new_theta_and_changes_outputs():
+    model = tiny_model()
+    ids = torch.randint(0, 50, (1, 16), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        base = model(ids)
+        model.set_rope(500000.0, 16)
+        long_theta = model(ids)
+    cos, sin = rotary_tables(500000.0, 8, 16)
+    assert torch.equal(model.rope_cos, cos) and torch.equal(model.rope_sin, sin)
+    assert model.rope_cos.shape == (16, 4)
+    assert not torch.allclose(base, long_theta)
+    # Position 0 has angle 0 for every theta, so the first token's output is unchanged.
+    torch.testing.assert_close(base[0, 0], long_theta[0, 0])
+    with torch.no_grad():
+        fresh = tiny_model(rope_theta=500000.0)(ids)
+    torch.testing.assert_close(fresh, long_theta)
+
+
+def test_seq_len_beyond_max_is_refused_with_the_fix():
+    model = tiny_model()
+    with pytest.raises(MidmixError, match="exceeds the model's max_seq_len 32; raise model.max_seq_len to at least 64"):
+        model.set_rope(10000.0, 64)
+    with pytest.raises(MidmixError, match="max_seq_len"):
+        check_seq_len(33, TINY)
+
+
+def test_tied_embeddings_share_one_tensor():
+    tied, untied = tiny_model(), tiny_model(tie_embeddings=False)
+    assert tied.head.weight is tied.embed.weight
+    assert untied.num_params() - tied.num_params() == 50 * 32
+
+
+def test_model_config_rejects_heads_that_do_not_divide():
+    with pytest.raises(ValueError, match="multiple of n_heads"):
+        ModelConfig(vocab_size=10, d_model=30, n_heads=4)
+
+
+# --- schedules -------------------------------------------------------------------------------
+
+PEAK = 1e-3
+
+
+def test_wsd_values_at_every_boundary():
+    phase = PhaseLr(steps=20, segment=LrSegment.wsd(warmup=0.1, decay=0.25, shape="linear", final_lr_ratio=0.1))
+    lrs = [lr_at(step, [phase], PEAK) for step in range(20)]
+    assert lrs[0] == pytest.approx(0.5e-3)  # warmup 2 steps from 0: 1/2, 2/2
+    assert lrs[1] == pytest.approx(1e-3)
+    assert lrs[2:15] == [PEAK] * 13  # stable
+    # decay 5 steps from peak to 1e-4: progress 1/5..5/5
+    assert lrs[15:] == pytest.approx([1e-4 + 9e-4 * (1 - k / 5) for k in range(1, 6)])
+    assert lrs[19] == pytest.approx(1e-4)
+
+
+def test_decay_shapes_cosine_and_one_minus_sqrt():
+    cosine = PhaseLr(steps=4, segment=LrSegment.cosine(warmup=0.0, final_lr_ratio=0.0))
+    assert [lr_at(s, [cosine], PEAK) for s in range(4)] == pytest.approx(
+        [PEAK * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(1, 5)]
+    )
+    sqrt = PhaseLr(steps=4, segment=LrSegment(warmup=0, stable=0, decay=1, shape="1-sqrt", final_lr_ratio=0.2))
+    assert [lr_at(s, [sqrt], PEAK) for s in range(4)] == pytest.approx(
+        [2e-4 + 8e-4 * (1 - math.sqrt(k / 4)) for k in range(1, 5)]
+    )
+
+
+def test_constant_schedule_is_flat_after_warmup():
+    phase = PhaseLr(steps=10, segment=LrSegment.constant(warmup=0.2))
+    assert [lr_at(s, [phase], PEAK) for s in range(10)] == pytest.approx([0.5e-3] + [1e-3] * 9)
+
+
+def test_later_phase_rewarms_from_previous_end_and_decays_again():
+    first = PhaseLr(steps=10, segment=LrSegment.wsd(warmup=0.0, decay=0.5, final_lr_ratio=0.1))
+    second = PhaseLr(steps=8, segment=LrSegment.wsd(warmup=0.25, decay=0.5, final_lr_ratio=0.0))
+    phases = [first, second]
+    assert lr_at(9, phases, PEAK) == pytest.approx(1e-4)  # end of first decay
+    assert lr_at(10, phases, PEAK) == pytest.approx(1e-4 + 9e-4 / 2)  # rewarm 2 steps from 1e-4
+    assert lr_at(11, phases, PEAK) == pytest.approx(PEAK)
+    assert lr_at(13, phases, PEAK) == pytest.approx(PEAK)
+    assert [lr_at(s, phases, PEAK) for s in range(14, 18)] == pytest.approx([7.5e-4, 5e-4, 2.5e-4, 0.0])
+    with pytest.raises(ValueError, match="past the schedule's 18 steps"):
+        lr_at(18, phases, PEAK)
+
+
+def test_phase_without_warmup_continues_at_peak_from_stable_phase():
+    stable = PhaseLr(steps=5, segment=LrSegment.constant())
+    anneal = PhaseLr(steps=4, segment=LrSegment.wsd(warmup=0.0, decay=1.0, final_lr_ratio=0.0))
+    assert [lr_at(s, [stable, anneal], PEAK) for s in range(9)] == pytest.approx(
+        [PEAK] * 5 + [7.5e-4, 5e-4, 2.5e-4, 0.0]
+    )
+
+
+def test_lr_segment_fractions_must_sum_to_one():
+    with pytest.raises(ValueError, match="must sum to 1"):
+        LrSegment(warmup=0.5, stable=0.6, decay=0.0)
+
+
+# --- checkpoint files ------------------------------------------------------------------------
+
+
+def test_checkpoints_are_written_whole_and_pruned_to_keep(tmp_path):
+    for step in (2, 4, 6):
+        save_checkpoint(tmp_path, step, {"step": step, "weights": torch.arange(3)}, keep=2)
+    assert [path.name for path in list_checkpoints(tmp_path)] == ["step-00000004.pt", "step-00000006.pt"]
+    (tmp_path / "step-00000008.pt.tmp").write_bytes(b"half written")
+    latest = load_latest(tmp_path)
+    assert latest["step"] == 6 and torch.equal(latest["weights"], torch.arange(3))
+    assert load_latest(tmp_path / "missing") is None

@@ -1,0 +1,129 @@
+"""``TrainConfig``: everything one training run does, validated once when the file is read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from midmix.errors import MidmixError
+from trainer.model import ModelConfig
+from trainer.schedule import LrSegment
+
+
+class ServiceConfig(BaseModel):
+    """Where the mixture is served from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = "http://127.0.0.1:8000"
+    token: str | None = None
+    retries: int = Field(default=5, ge=0, description="retries with backoff before the service counts as down")
+
+
+class CacheConfig(BaseModel):
+    """Local shard cache: downloaded shards live here, evicted least-recently-used above the cap."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dir: Path = Path("midmix-cache")
+    max_bytes: int = Field(default=20 * 2**30, ge=1)
+
+
+class CheckpointConfig(BaseModel):
+    """Checkpoints at every phase end and every ``every`` steps; a run resumes from the newest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dir: Path = Path("checkpoints")
+    every: int | None = Field(default=None, ge=1, description="steps between checkpoints; None: phase ends only")
+    keep: int = Field(default=3, ge=1)
+    resume: bool = True
+
+
+class TrainConfig(BaseModel):
+    """One training run on one mixture version; see examples/train-demo.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service: ServiceConfig = ServiceConfig()
+    mixture: str = Field(description="mixture version id, e.g. mix-1a2b3c4d5e6f7a8b")
+    cache: CacheConfig = CacheConfig()
+    model: ModelConfig = ModelConfig()
+    peak_lr: float = Field(default=3e-4, gt=0)
+    lr: LrSegment | None = Field(default=None, description="use this LR segment for every phase instead of the manifest's")
+    weight_decay: float = Field(default=0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float | None = Field(default=1.0, gt=0)
+    global_batch_size: int = Field(default=32, ge=1, description="sequences per optimizer step over all ranks")
+    micro_batch_size: int = Field(default=8, ge=1, description="sequences per forward pass on one rank")
+    num_workers: int = Field(default=2, ge=0, description="DataLoader worker processes per rank")
+    phases: list[str] | None = Field(default=None, description="phase names to train, in manifest order; None: all")
+    max_steps_per_phase: int | None = Field(default=None, ge=1, description="cap on steps per phase (demos)")
+    eval_sequences: int = Field(default=16, ge=1, description="held-out sequences per eval domain")
+    log_every: int = Field(default=10, ge=1, description="steps between realized-share records and progress lines")
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    out_dir: Path = Path("train-out")
+
+    @model_validator(mode="after")
+    def _micro_divides_global(self) -> "TrainConfig":
+        if self.global_batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"global_batch_size {self.global_batch_size} must be a multiple of micro_batch_size {self.micro_batch_size}"
+            )
+        return self
+
+    def accumulation_steps(self, world_size: int) -> int:
+        """Micro-batches per optimizer step on each rank: global / (micro * world)."""
+        per_rank, remainder = divmod(self.global_batch_size, self.micro_batch_size * world_size)
+        if remainder or not per_rank:
+            raise MidmixError(
+                f"global_batch_size {self.global_batch_size} is not a multiple of micro_batch_size "
+                f"{self.micro_batch_size} x world size {world_size}; change one so it divides"
+            )
+        return per_rank
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """Read a YAML or JSON training config; relative paths in it are taken from the file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise MidmixError(f"training config not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise MidmixError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {error}") from error
+    if not isinstance(raw, dict):
+        raise MidmixError(f"{path} must hold a mapping of settings, got {type(raw).__name__}")
+    try:
+        config = TrainConfig.model_validate(raw)
+    except ValidationError as error:
+        raise MidmixError(f"{path}: {_describe(error)}") from error
+    return _anchor_paths(config, path.parent)
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "config"
+        problems.append(f"{where}: {item['msg']}")
+    return "; ".join(problems)
+
+
+def _anchor_paths(config: TrainConfig, base: Path) -> TrainConfig:
+    def anchored(value: Path) -> Path:
+        return value if value.is_absolute() else base / value
+
+    return config.model_copy(
+        update={
+            "out_dir": anchored(config.out_dir),
+            "cache": config.cache.model_copy(update={"dir": anchored(config.cache.dir)}),
+            "checkpoint": config.checkpoint.model_copy(update={"dir": anchored(config.checkpoint.dir)}),
+        }
+    )

@@ -1,0 +1,212 @@
+"""A small Llama-style decoder: RMSNorm, SwiGLU, RoPE and document-masked causal attention.
+
+Readable top to bottom on purpose (nanoGPT's model.py is the bar). Two things are specific to
+mid-training on packed mixtures:
+
+* attention is masked per document (``doc_ids``): a packed sequence holds several documents and
+  a token must never attend to a different document than its own;
+* RoPE positions come from ``position_ids`` (reset at each document start) and the rotary base
+  ``theta`` can change between phases (long-context phases raise it), so the rotary cache is
+  rebuilt by :meth:`Decoder.set_rope` whenever a phase changes ``rope_theta`` or ``seq_len``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from midmix.errors import MidmixError
+
+
+class ModelConfig(BaseModel):
+    """Model dimensions; ``vocab_size`` None means "take it from the mixture's tokenizer"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vocab_size: int | None = Field(default=None, ge=2)
+    d_model: int = Field(default=256, ge=8)
+    n_layers: int = Field(default=4, ge=1)
+    n_heads: int = Field(default=4, ge=1)
+    ffn_hidden: int | None = Field(default=None, ge=8, description="SwiGLU width; default 8/3 d_model rounded to 64")
+    max_seq_len: int = Field(default=1024, ge=8)
+    rope_theta: float = Field(default=10000.0, gt=0)
+    tie_embeddings: bool = True
+    norm_eps: float = Field(default=1e-5, gt=0)
+    init_std: float = Field(default=0.02, gt=0)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "ModelConfig":
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} must be a multiple of n_heads {self.n_heads}")
+        if (self.d_model // self.n_heads) % 2:
+            raise ValueError(f"head size d_model/n_heads = {self.d_model // self.n_heads} must be even for RoPE")
+        return self
+
+    @property
+    def hidden(self) -> int:
+        """SwiGLU hidden width: as configured, else Llama's 8/3 * d_model rounded up to 64."""
+        if self.ffn_hidden is not None:
+            return self.ffn_hidden
+        return 64 * math.ceil(8 * self.d_model / 3 / 64)
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm: LayerNorm without centring or bias, as in Llama."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in fp32 so bf16 autocast does not lose the small variances.
+        normed = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.type_as(x) * self.weight
+
+
+def rotary_tables(theta: float, head_dim: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables [seq_len, head_dim/2] for rotary position embeddings with base ``theta``."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float64), inv_freq)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs (first half, second half) of ``x`` [b, h, L, d] by per-token angles [b, 1, L, d/2]."""
+    first, second = x.float().chunk(2, dim=-1)
+    rotated = torch.cat((first * cos - second * sin, first * sin + second * cos), dim=-1)
+    return rotated.type_as(x)
+
+
+class Attention(nn.Module):
+    """Multi-head causal self-attention through SDPA with a per-document mask."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
+        self.out = nn.Linear(config.d_model, config.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, length, width = x.shape
+        q, k, v = (t.view(b, length, self.n_heads, -1).transpose(1, 2) for t in self.qkv(x).split(width, dim=-1))
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out(y.transpose(1, 2).reshape(b, length, width))
+
+
+class SwiGLU(nn.Module):
+    """Gated feed-forward: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.gate = nn.Linear(config.d_model, config.hidden, bias=False)
+        self.up = nn.Linear(config.d_model, config.hidden, bias=False)
+        self.down = nn.Linear(config.hidden, config.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.attn_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.attn = Attention(config)
+        self.mlp_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.mlp = SwiGLU(config)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, mask)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+def document_mask(doc_ids: torch.Tensor) -> torch.Tensor:
+    """Boolean attention mask [b, 1, L, L]: causal and only within the same document."""
+    length = doc_ids.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=doc_ids.device).tril()
+    same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]
+    return (same_doc & causal)[:, None]
+
+
+class Decoder(nn.Module):
+    """The language model: embeddings, ``n_layers`` blocks, final norm, output head."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if config.vocab_size is None:
+            raise MidmixError("model vocab_size is not set; leave it out of the config to take the tokenizer's")
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.norm = RMSNorm(config.d_model, config.norm_eps)
+        self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.head.weight = self.embed.weight
+        self.apply(self._init_weights)
+        # Residual output projections start smaller so the residual stream's variance does not grow with depth.
+        for block in self.blocks:
+            for proj in (block.attn.out, block.mlp.down):
+                nn.init.normal_(proj.weight, std=config.init_std / math.sqrt(2 * config.n_layers))
+        self.rope_theta = config.rope_theta
+        self.rope_len = config.max_seq_len
+        self._set_tables()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=self.config.init_std)
+
+    def _set_tables(self) -> None:
+        cos, sin = rotary_tables(self.rope_theta, self.config.d_model // self.config.n_heads, self.rope_len)
+        device = self.embed.weight.device
+        # Not persistent: the tables follow from (theta, seq_len), which the phase sets on resume.
+        self.register_buffer("rope_cos", cos.to(device), persistent=False)
+        self.register_buffer("rope_sin", sin.to(device), persistent=False)
+
+    def set_rope(self, theta: float, seq_len: int) -> None:
+        """Rebuild the rotary tables for a phase's ``rope_theta`` and ``seq_len`` (checked against max_seq_len)."""
+        check_seq_len(seq_len, self.config)
+        if (theta, seq_len) != (self.rope_theta, self.rope_len):
+            self.rope_theta, self.rope_len = float(theta), seq_len
+            self._set_tables()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        doc_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits [b, L, vocab]; without doc_ids the whole row is one document, without position_ids 0..L-1."""
+        b, length = input_ids.shape
+        if length > self.rope_len:
+            raise MidmixError(f"sequence of {length} tokens is longer than the rotary tables ({self.rope_len}); call set_rope")
+        if position_ids is None:
+            position_ids = torch.arange(length, device=input_ids.device).expand(b, length)
+        if doc_ids is None:
+            doc_ids = torch.zeros_like(input_ids)
+        cos = self.rope_cos[position_ids][:, None]
+        sin = self.rope_sin[position_ids][:, None]
+        mask = document_mask(doc_ids)
+        x = self.embed(input_ids)
+        for block in self.blocks:
+            x = block(x, cos, sin, mask)
+        return self.head(self.norm(x))
+
+    def num_params(self) -> int:
+        """Parameter count, tied weights counted once."""
+        return sum(p.numel() for p in self.parameters())
+
+
+def check_seq_len(seq_len: int, config: ModelConfig) -> None:
+    """Refuse a phase whose sequences the model was not built for, before any training starts."""
+    if seq_len > config.max_seq_len:
+        raise MidmixError(
+            f"phase seq_len {seq_len} exceeds the model's max_seq_len {config.max_seq_len}; "
+            f"raise model.max_seq_len to at least {seq_len} or train a mixture with shorter sequences"
+        )
