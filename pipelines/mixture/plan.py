@@ -1,0 +1,210 @@
+"""The planner: a pure function of a spec and catalog statistics, checked before any byte is written.
+
+For each phase and component it resolves dataset references and percentile thresholds, counts
+the documents and tokens the selection leaves, and derives the repetition (epochs) the token
+budget needs. Token counts are the curated datasets' ``n_tokens``; they are exact when the
+datasets were counted with the mixture's tokenizer (``tokens_exact``), and the builder recounts
+with the real encoding otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import duckdb
+from pydantic import BaseModel
+
+from midmix.errors import MidmixError
+from pipelines.catalog import Catalog
+from pipelines.mixture.selection import (
+    EVAL_TABLE,
+    create_eval_table,
+    percent_predicates,
+    pool_sql,
+    resolve_thresholds,
+    selection_sql,
+    threshold_names,
+)
+from pipelines.mixture.spec import ComponentSpec, MixtureSpec, PhaseSpec, Selection, effective_weights
+from pipelines.tokenizer import Tokenizer
+
+EPOCH_TOLERANCE = 1e-9
+
+
+class ComponentPlan(BaseModel):
+    """What one component can supply and what the budget asks of it."""
+
+    name: str
+    weight: float
+    general: bool
+    datasets: list[str]
+    selection: dict | None
+    thresholds: dict[str, float]
+    available_docs: int
+    available_tokens: int
+    requested_tokens: int
+    epochs: float
+    max_epochs: float
+    feasible: bool
+    problem: str | None = None
+
+
+class PhasePlan(BaseModel):
+    """One phase: its budget, trainer hints and component plans."""
+
+    name: str
+    index: int
+    token_budget: int
+    seq_len: int
+    rope_theta: float
+    lr: dict
+    reserved_general_ratio: float
+    general_tokens: int
+    curriculum: dict
+    components: list[ComponentPlan]
+
+
+class EvalPlan(BaseModel):
+    """Held-out documents of one domain."""
+
+    docs: int
+    tokens: int
+
+
+class MixturePlan(BaseModel):
+    """The whole plan; ``model_dump()`` is what the service returns."""
+
+    name: str
+    tokenizer: dict
+    tokens_exact: bool
+    datasets: list[str]
+    eval: dict[str, EvalPlan]
+    phases: list[PhasePlan]
+    feasible: bool
+    problems: list[str]
+
+
+def plan_mixture(spec: MixtureSpec, catalog: Catalog, strict: bool = True) -> MixturePlan:
+    """Plan every phase; with ``strict`` an infeasible plan raises MidmixError naming what to change."""
+    tokenizer = Tokenizer(spec.tokenizer)
+    with catalog.reading() as con:
+        resolved = {ref: catalog.resolve_dataset(ref) for ref in spec.dataset_refs()}
+        versions = list(dict.fromkeys(resolved.values()))
+        _check_columns(spec, catalog, resolved)
+        create_eval_table(con, versions, spec.eval)
+        phases = [
+            plan_phase(con, phase, index, resolved, spec.normalize_weights, spec.eval is not None)
+            for index, phase in enumerate(spec.phases)
+        ]
+        eval_plan = _plan_eval(con, versions) if spec.eval is not None else {}
+        exact = all(catalog.dataset(v).get("tokenizer", {}).get("sha256") == tokenizer.sha256 for v in versions)
+    problems = [c.problem for p in phases for c in p.components if c.problem]
+    if strict and problems:
+        raise MidmixError("; ".join(problems))
+    return MixturePlan(
+        name=spec.name, tokenizer=tokenizer.describe(), tokens_exact=exact, datasets=versions,
+        eval=eval_plan, phases=phases, feasible=not problems, problems=problems,
+    )  # fmt: skip
+
+
+def plan_phase(
+    con: duckdb.DuckDBPyConnection,
+    phase: PhaseSpec,
+    index: int,
+    resolved: dict[str, str],
+    normalize: bool,
+    exclude_eval: bool,
+) -> PhasePlan:
+    """Plan one phase: each component's target is its effective weight times the token budget."""
+    weights = effective_weights(phase, normalize)
+    components = [
+        plan_component(con, phase.name, component, weight, phase.token_budget, resolved, exclude_eval)
+        for component, weight in zip(phase.components, weights)
+    ]
+    return PhasePlan(
+        name=phase.name, index=index, token_budget=phase.token_budget, seq_len=phase.seq_len,
+        rope_theta=phase.rope_theta, lr=phase.lr.model_dump(), reserved_general_ratio=phase.reserved_general_ratio,
+        general_tokens=sum(c.requested_tokens for c in components if c.general),
+        curriculum=phase.curriculum.model_dump(), components=components,
+    )  # fmt: skip
+
+
+def plan_component(
+    con: duckdb.DuckDBPyConnection,
+    phase_name: str,
+    component: ComponentSpec,
+    weight: float,
+    budget: int,
+    resolved: dict[str, str],
+    exclude_eval: bool,
+) -> ComponentPlan:
+    """Available docs and tokens after selection, requested tokens, epochs and feasibility."""
+    datasets = list(dict.fromkeys(resolved[ref] for ref in component.datasets))
+    pool = pool_sql(datasets, exclude_eval)
+    thresholds = resolve_thresholds(con, pool, component.select)
+    where, params = selection_sql(component.select, thresholds)
+    docs, tokens = con.execute(
+        f"SELECT count(*), coalesce(sum(n_tokens), 0) FROM ({pool[0]}) WHERE {where}", [*pool[1], *params]
+    ).fetchone()
+    requested = round(weight * budget)
+    epochs = requested / tokens if tokens else (0.0 if requested == 0 else math.inf)
+    problem = _component_problem(phase_name, component, docs, requested, epochs)
+    return ComponentPlan(
+        name=component.name, weight=weight, general=component.general, datasets=datasets,
+        selection=component.select.model_dump() if component.select else None,
+        thresholds=dict(zip(threshold_names(percent_predicates(component.select)), thresholds)),
+        available_docs=docs, available_tokens=tokens, requested_tokens=requested,
+        epochs=epochs if math.isfinite(epochs) else -1.0, max_epochs=component.max_epochs,
+        feasible=problem is None, problem=problem,
+    )  # fmt: skip
+
+
+def _component_problem(phase: str, component: ComponentSpec, docs: int, requested: int, epochs: float) -> str | None:
+    where = f"phase '{phase}': component '{component.name}'"
+    if docs == 0 and requested > 0:
+        return f"{where} selects no documents; loosen its selection or check its datasets"
+    if epochs > component.max_epochs + EPOCH_TOLERANCE:
+        return (
+            f"{where} needs {epochs:.2f} epochs, cap is {component.max_epochs:g}; "
+            "lower its weight or the phase's token_budget, widen its selection, or raise max_epochs"
+        )
+    return None
+
+
+def _plan_eval(con: duckdb.DuckDBPyConnection, versions: list[str]) -> dict[str, EvalPlan]:
+    pool, params = pool_sql(versions, exclude_eval=False)
+    rows = con.execute(
+        f"""SELECT e.domain, count(*), coalesce(sum(p.n_tokens), 0)
+            FROM {EVAL_TABLE} e JOIN ({pool}) p USING (id) GROUP BY e.domain ORDER BY e.domain""",
+        params,
+    ).fetchall()
+    return {domain: EvalPlan(docs=docs, tokens=tokens) for domain, docs, tokens in rows}
+
+
+def _check_columns(spec: MixtureSpec, catalog: Catalog, resolved: dict[str, str]) -> None:
+    """Quality classifiers named in selections or curricula must exist in every input dataset."""
+    names = {d["version"]: set(d["quality_names"]) for d in catalog.datasets()}
+    for phase in spec.phases:
+        keys = [phase.curriculum.key] if phase.curriculum.key else []
+        for component in phase.components:
+            columns = keys + _columns(component.select)
+            for column in columns:
+                if not column.startswith("quality."):
+                    continue
+                for ref in component.datasets:
+                    version = resolved[ref]
+                    if column[len("quality.") :] not in names.get(version, set()):
+                        known = ", ".join(f"quality.{n}" for n in sorted(names.get(version, set()))) or "none"
+                        raise MidmixError(
+                            f"phase '{phase.name}': component '{component.name}': dataset {version} has no "
+                            f"quality score '{column}'; known: {known}"
+                        )
+
+
+def _columns(node: Selection | None) -> list[str]:
+    if node is None:
+        return []
+    if hasattr(node, "column"):
+        return [node.column]
+    children = node.all if hasattr(node, "all") else node.any
+    return [column for child in children for column in _columns(child)]

@@ -1,0 +1,127 @@
+"""Selections compiled to DuckDB SQL over the catalog's ``docs`` table.
+
+A component's *pool* is every document of its datasets (an id present in several datasets
+counts once, from the first listed) minus the held-out eval documents; its selection is a
+WHERE clause over the pool. Percentile rules (``top_percent``) are resolved against the pool
+to absolute thresholds first, so what was applied can be recorded and reproduced.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from pipelines.mixture.spec import AllOf, AnyOf, CurriculumSpec, EvalSplitSpec, Predicate, Selection
+
+EVAL_TABLE = "eval_ids"
+_SQL_OPS = {"==": "=", "!=": "<>", ">=": ">=", ">": ">", "<=": "<=", "<": "<"}
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def column_expr(column: str) -> str:
+    """SQL for a spec column name: map entries (``quality.fasttext_hq``) become map lookups."""
+    for prefix, map_column in (("quality.", "quality"), ("domain_scores.", "domain_scores")):
+        if column.startswith(prefix):
+            return f"{map_column}[{_quote(column[len(prefix):])}]"
+    return f'"{column}"'
+
+
+def percent_predicates(node: Selection | None) -> list[Predicate]:
+    """The ``top_percent`` / ``bottom_percent`` predicates of a selection, in tree order."""
+    if node is None:
+        return []
+    if isinstance(node, Predicate):
+        return [node] if node.op in ("top_percent", "bottom_percent") else []
+    children = node.all if isinstance(node, AllOf) else node.any
+    return [found for child in children for found in percent_predicates(child)]
+
+
+def threshold_names(predicates: list[Predicate]) -> list[str]:
+    """Manifest keys for resolved thresholds: the column, numbered when a column repeats."""
+    names: list[str] = []
+    for predicate in predicates:
+        name, n = predicate.column, 2
+        while name in names:
+            name, n = f"{predicate.column}#{n}", n + 1
+        names.append(name)
+    return names
+
+
+def selection_sql(node: Selection | None, thresholds: list[float]) -> tuple[str, list]:
+    """A WHERE clause and its parameters; ``thresholds`` are the resolved percent rules in tree order."""
+    remaining = list(thresholds)
+    sql, params = _node_sql(node, remaining) if node is not None else ("TRUE", [])
+    return sql, params
+
+
+def _node_sql(node: Selection, thresholds: list[float]) -> tuple[str, list]:
+    if isinstance(node, (AllOf, AnyOf)):
+        joiner = " AND " if isinstance(node, AllOf) else " OR "
+        parts = [_node_sql(child, thresholds) for child in (node.all if isinstance(node, AllOf) else node.any)]
+        return "(" + joiner.join(sql for sql, _ in parts) + ")", [p for _, params in parts for p in params]
+    column = column_expr(node.column)
+    if node.op == "top_percent":
+        return f"({column} >= ?)", [thresholds.pop(0)]
+    if node.op == "bottom_percent":
+        return f"({column} <= ?)", [thresholds.pop(0)]
+    if node.op in ("in", "not_in"):
+        marks = ", ".join("?" for _ in node.value)
+        return f"({column} {'NOT IN' if node.op == 'not_in' else 'IN'} ({marks}))", list(node.value)
+    return f"({column} {_SQL_OPS[node.op]} ?)", [node.value]
+
+
+def pool_sql(datasets: list[str], exclude_eval: bool) -> tuple[str, list]:
+    """A subquery of the component's candidate documents (one row per id)."""
+    marks = ", ".join("?" for _ in datasets)
+    sql = f"SELECT * FROM docs WHERE dataset IN ({marks})"
+    params: list = list(datasets)
+    if exclude_eval:
+        sql += f" AND id NOT IN (SELECT id FROM {EVAL_TABLE})"
+    if len(datasets) > 1:
+        order = " ".join(f"WHEN ? THEN {i}" for i in range(len(datasets)))
+        sql += f" QUALIFY row_number() OVER (PARTITION BY id ORDER BY CASE dataset {order} END) = 1"
+        params += list(datasets)
+    return sql, params
+
+
+def resolve_thresholds(con: duckdb.DuckDBPyConnection, pool: tuple[str, list], node: Selection | None) -> list[float]:
+    """Absolute thresholds for the percent rules: the value at the rule's quantile of the pool."""
+    values = []
+    for predicate in percent_predicates(node):
+        fraction = predicate.value / 100
+        quantile = 1 - fraction if predicate.op == "top_percent" else fraction
+        row = con.execute(
+            f"SELECT quantile_disc({column_expr(predicate.column)}, ?) FROM ({pool[0]})", [quantile, *pool[1]]
+        ).fetchone()
+        values.append(float(row[0]) if row and row[0] is not None else float("nan"))
+    return values
+
+
+def order_sql(curriculum: CurriculumSpec) -> tuple[str, list]:
+    """ORDER BY for a curriculum; ties (and the no-key case) break by a seeded hash of the id."""
+    shuffle = "md5(CAST(? AS VARCHAR) || id)"
+    if curriculum.key is None:
+        return shuffle, [curriculum.seed]
+    direction = "ASC" if curriculum.direction == "asc" else "DESC"
+    return f"{column_expr(curriculum.key)} {direction} NULLS LAST, {shuffle}", [curriculum.seed]
+
+
+def create_eval_table(con: duckdb.DuckDBPyConnection, datasets: list[str], split: EvalSplitSpec | None) -> None:
+    """Temp table of held-out ids per domain: the first docs of each domain by a seeded id hash."""
+    pool, params = pool_sql(datasets, exclude_eval=False)
+    if split is None:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {EVAL_TABLE} (id VARCHAR, domain VARCHAR, rank BIGINT)")
+        return
+    keep = "?" if split.count is not None else "greatest(1, round(n * ?))"
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE {EVAL_TABLE} AS
+            SELECT id, domain, rank FROM (
+                SELECT id, coalesce(domain, 'unknown') AS domain,
+                       row_number() OVER (PARTITION BY coalesce(domain, 'unknown') ORDER BY md5(CAST(? AS VARCHAR) || id)) AS rank,
+                       count(*) OVER (PARTITION BY coalesce(domain, 'unknown')) AS n
+                FROM ({pool}))
+            WHERE rank <= {keep}""",
+        [split.seed, *params, split.count if split.count is not None else split.fraction],
+    )

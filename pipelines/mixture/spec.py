@@ -1,0 +1,266 @@
+"""The mixture spec: phases of weighted components over curated datasets, validated once.
+
+A spec says everything a mixture version contains; the planner checks it against catalog
+statistics and the builder turns it into bytes. Weights are checked here (a pure property of
+the spec); whether the data can supply them is the planner's job.
+
+Weights and the reserved general share (documented choice):
+- ``normalize_weights: false``: a phase's weights must sum to 1 (within 1e-6) and the weights of
+  its ``general: true`` components must sum to ``reserved_general_ratio`` (within 1e-6).
+- ``normalize_weights: true``: weights are relative; general components are scaled to share
+  ``reserved_general_ratio`` and the others ``1 - reserved_general_ratio``. Published recipes
+  whose rounded shares sum to 100.01% belong here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from midmix.errors import MidmixError
+from pipelines.schema import SIGNAL_COLUMNS
+from pipelines.tokenizer import TokenizerSpec
+
+WEIGHT_TOLERANCE = 1e-6
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+STRING_COLUMNS = ("source", "domain", "lang")
+NUMERIC_COLUMNS = ("quality_score", "lang_score", "n_tokens", "n_chars", "dup_cluster_size", *SIGNAL_COLUMNS)
+MAP_PREFIXES = ("quality.", "domain_scores.")
+
+
+def check_numeric_column(column: str) -> str:
+    """A numeric column name: a fixed column or ``quality.<classifier>`` / ``domain_scores.<label>``."""
+    if column in NUMERIC_COLUMNS:
+        return column
+    for prefix in MAP_PREFIXES:
+        if column.startswith(prefix) and len(column) > len(prefix):
+            return column
+    raise ValueError(
+        f"unknown numeric column '{column}'; use one of {', '.join(NUMERIC_COLUMNS)}, "
+        "quality.<classifier> or domain_scores.<label>"
+    )
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Predicate(_Strict):
+    """One test on a document: ``column op value``.
+
+    ``top_percent`` / ``bottom_percent`` keep the best / worst ``value`` percent of the component's
+    input documents by ``column``; the planner resolves them to an absolute threshold.
+    """
+
+    column: str
+    op: Literal["==", "!=", ">=", ">", "<=", "<", "in", "not_in", "top_percent", "bottom_percent"]
+    value: float | str | list[str]
+
+    @model_validator(mode="after")
+    def _column_fits_op(self) -> "Predicate":
+        if self.column in STRING_COLUMNS:
+            if self.op in ("in", "not_in"):
+                if not isinstance(self.value, list) or not self.value:
+                    raise ValueError(f"'{self.column} {self.op}' needs a non-empty list of strings")
+            elif self.op in ("==", "!="):
+                if not isinstance(self.value, str):
+                    raise ValueError(f"'{self.column} {self.op}' needs a string value")
+            else:
+                raise ValueError(f"'{self.column}' is a string column; use ==, !=, in or not_in")
+            return self
+        check_numeric_column(self.column)
+        if self.op in ("in", "not_in") or not isinstance(self.value, (int, float)) or isinstance(self.value, bool):
+            raise ValueError(f"'{self.column}' is numeric; use ==, !=, >=, >, <=, <, top_percent or bottom_percent with a number")
+        if not math.isfinite(self.value):
+            raise ValueError(f"'{self.column} {self.op}' needs a finite number")
+        if self.op in ("top_percent", "bottom_percent") and not 0 < self.value <= 100:
+            raise ValueError(f"'{self.column} {self.op}' needs a percentage in (0, 100]")
+        return self
+
+
+class AllOf(_Strict):
+    """Every child holds (AND)."""
+
+    all: list["Selection"] = Field(min_length=1)
+
+
+class AnyOf(_Strict):
+    """At least one child holds (OR)."""
+
+    any: list["Selection"] = Field(min_length=1)
+
+
+Selection = Union[Predicate, AllOf, AnyOf]
+AllOf.model_rebuild()
+AnyOf.model_rebuild()
+
+
+class ComponentSpec(_Strict):
+    """A weighted share of a phase: documents selected from one or more curated datasets."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    datasets: list[str] = Field(min_length=1, description='curated dataset versions, or "latest"')
+    select: Selection | None = None
+    weight: float
+    max_epochs: float = Field(default=4.0, gt=0, description="upsampling cap: times a document may repeat")
+    general: bool = Field(default=False, description="counts toward the phase's reserved general (replay) share")
+
+    @field_validator("weight")
+    @classmethod
+    def _weight_is_a_share(cls, weight: float) -> float:
+        if not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"weight must be a finite number >= 0, got {weight}")
+        return weight
+
+
+class CurriculumSpec(_Strict):
+    """Document order within each component: by a numeric column, or shuffled with ``seed``."""
+
+    key: str | None = None
+    direction: Literal["asc", "desc"] = "asc"
+    seed: int = 0
+
+    @field_validator("key")
+    @classmethod
+    def _key_is_numeric(cls, key: str | None) -> str | None:
+        return None if key in (None, "none") else check_numeric_column(key)
+
+
+class LRSegment(_Strict):
+    """The phase's learning-rate segment, carried to the trainer (warmup-stable-decay)."""
+
+    warmup: float = Field(default=0.0, ge=0, le=1)
+    stable: float = Field(default=1.0, ge=0, le=1)
+    decay: float = Field(default=0.0, ge=0, le=1)
+    shape: Literal["linear", "cosine", "1-sqrt"] = "linear"
+    final_lr_ratio: float = Field(default=0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> "LRSegment":
+        total = self.warmup + self.stable + self.decay
+        if abs(total - 1) > WEIGHT_TOLERANCE:
+            raise ValueError(f"lr warmup + stable + decay must be 1, got {total:g}")
+        return self
+
+
+class EvalSplitSpec(_Strict):
+    """Held-out documents per domain (a fraction or a count), never in training shards."""
+
+    fraction: float | None = Field(default=None, gt=0, lt=1)
+    count: int | None = Field(default=None, gt=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_of_fraction_or_count(self) -> "EvalSplitSpec":
+        if (self.fraction is None) == (self.count is None):
+            raise ValueError("eval needs exactly one of 'fraction' or 'count'")
+        return self
+
+
+class PhaseSpec(_Strict):
+    """One training phase: a token budget split over components, plus trainer hints."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    token_budget: int = Field(gt=0)
+    components: list[ComponentSpec] = Field(min_length=1)
+    reserved_general_ratio: float = Field(default=0.0, ge=0, lt=1)
+    curriculum: CurriculumSpec = CurriculumSpec()
+    seq_len: int = Field(default=512, gt=0)
+    rope_theta: float = Field(default=10000.0, gt=0)
+    lr: LRSegment = LRSegment()
+
+    @model_validator(mode="after")
+    def _unique_component_names(self) -> "PhaseSpec":
+        names = [component.name for component in self.components]
+        if len(set(names)) != len(names):
+            raise ValueError(f"phase '{self.name}': component names must be unique, got {names}")
+        return self
+
+
+class MixtureSpec(_Strict):
+    """A whole mixture: named, tokenized one way, phases in training order."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    tokenizer: TokenizerSpec = TokenizerSpec()
+    normalize_weights: bool = False
+    phases: list[PhaseSpec] = Field(min_length=1)
+    eval: EvalSplitSpec | None = None
+
+    @model_validator(mode="after")
+    def _phases_are_consistent(self) -> "MixtureSpec":
+        names = [phase.name for phase in self.phases]
+        if len(set(names)) != len(names):
+            raise ValueError(f"phase names must be unique, got {names}")
+        for phase in self.phases:
+            effective_weights(phase, self.normalize_weights)
+        return self
+
+    def dataset_refs(self) -> list[str]:
+        """Every dataset reference in the spec, in first-use order (may include "latest")."""
+        refs: dict[str, None] = {}
+        for phase in self.phases:
+            for component in phase.components:
+                refs.update(dict.fromkeys(component.datasets))
+        return list(refs)
+
+
+def effective_weights(phase: PhaseSpec, normalize: bool) -> list[float]:
+    """Each component's share of the phase's tokens; raises ValueError on inconsistent weights."""
+    weights = [component.weight for component in phase.components]
+    general = [component.general for component in phase.components]
+    ratio = phase.reserved_general_ratio
+    general_sum = sum(w for w, g in zip(weights, general) if g)
+    other_sum = sum(w for w, g in zip(weights, general) if not g)
+    where = f"phase '{phase.name}'"
+    if ratio > 0 and not any(general):
+        raise ValueError(f"{where}: reserved_general_ratio is {ratio:g} but no component has general: true")
+    if ratio == 0 and general_sum > 0:
+        raise ValueError(f"{where}: components with general: true have weight but reserved_general_ratio is 0")
+    if not normalize:
+        total = general_sum + other_sum
+        if abs(total - 1) > WEIGHT_TOLERANCE:
+            raise ValueError(f"{where}: weights sum to {total:.6g}, not 1; fix them or set normalize_weights: true")
+        if abs(general_sum - ratio) > WEIGHT_TOLERANCE:
+            raise ValueError(
+                f"{where}: general components' weights sum to {general_sum:.6g} but reserved_general_ratio is {ratio:g}"
+            )
+        return weights
+    if other_sum <= 0 or (ratio > 0 and general_sum <= 0):
+        raise ValueError(f"{where}: weights are all zero; give at least one component a positive weight")
+    return [w * (ratio / general_sum if g else (1 - ratio) / other_sum) for w, g in zip(weights, general)]
+
+
+def parse_spec(data: object, source: str = "spec") -> MixtureSpec:
+    """Validate a spec given as plain data; errors name the field and ``source``."""
+    try:
+        return MixtureSpec.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in issue['loc']) or '<root>'}: {issue['msg']}" for issue in error.errors()
+        )
+        raise MidmixError(f"{source}: invalid mixture spec: {problems}") from None
+
+
+def load_spec(path: str | Path) -> MixtureSpec:
+    """Read a spec from a YAML or JSON file; unknown keys or wrong types raise MidmixError."""
+    path = Path(path)
+    if not path.is_file():
+        raise MidmixError(f"mixture spec not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise MidmixError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {error}") from None
+    return parse_spec(data, str(path))
+
+
+def slug(value: str) -> str:
+    """A file-name-safe form of a label (domains become eval shard names)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", value) or "_"
