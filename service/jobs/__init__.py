@@ -1,0 +1,1 @@
+"""Background jobs: persisted records, worker processes that run them, and a dispatcher."""

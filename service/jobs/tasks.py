@@ -1,0 +1,65 @@
+"""What each job kind does: validate its request into the pipelines' typed config and run it.
+
+The only place the job machinery touches curation and mixture code; routes use ``job_key`` to
+decide whether two requests are the same job.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from pydantic import BaseModel, ValidationError
+
+from midmix.errors import MidmixError
+from midmix.hashing import sha256_json
+from service.jobs.record import JobKind
+
+ProgressCallback = Callable[[str, int, "int | None"], None]
+
+
+def request_model(kind: JobKind) -> type[BaseModel]:
+    """The pydantic model that validates a job's request body."""
+    if kind == "curate":
+        from pipelines.config import CurationConfig
+
+        return CurationConfig
+    from pipelines.mixture.spec import MixtureSpec
+
+    return MixtureSpec
+
+
+def validate_request(kind: JobKind, body: object) -> BaseModel:
+    """The typed request; a ``MidmixError`` naming each bad field if it does not validate."""
+    try:
+        return request_model(kind).model_validate(body)
+    except ValidationError as error:
+        raise MidmixError(describe_validation_error(error)) from error
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem, each naming its field path, e.g. ``phases.0.weight: ...``."""
+    problems = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "body"
+        problems.append(f"{field}: {item['msg']}")
+    return "invalid request: " + "; ".join(problems)
+
+
+def job_key(kind: JobKind, request: BaseModel) -> str:
+    """Content hash of a validated request: identical requests get identical keys."""
+    return sha256_json({"kind": kind, "request": request.model_dump(mode="json")})
+
+
+def run_task(kind: JobKind, request: dict, data_dir: Path, progress: ProgressCallback) -> str:
+    """Run one job to completion and return the version it produced."""
+    typed = validate_request(kind, request)
+    if kind == "curate":
+        from pipelines.curate import curate_corpus
+
+        manifest = curate_corpus(typed, data_dir, progress)
+    else:
+        from pipelines.mixture.build import materialize_mixture
+
+        manifest = materialize_mixture(typed, data_dir, progress)
+    return str(manifest["version"])

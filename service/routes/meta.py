@@ -1,0 +1,38 @@
+"""Liveness, code version and the registered classifiers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from midmix import __version__
+from service import dependencies
+from service.auth import require_read
+from service.schemas import Health, VersionInfo
+from service.settings import ServiceSettings
+
+router = APIRouter(tags=["service"])
+
+
+@router.get("/health")
+def health() -> Health:
+    """Liveness probe; needs no token."""
+    return Health(status="ok")
+
+
+@router.get("/version")
+def version() -> VersionInfo:
+    """The code version that builds versions here (part of every version hash)."""
+    return VersionInfo(version=__version__)
+
+
+@router.get("/classifiers", dependencies=[Depends(require_read)])
+def classifiers(settings: ServiceSettings = Depends(dependencies.settings)) -> list[dict[str, Any]]:
+    """Registered fastText models with task, labels, metrics and sha256."""
+    from classifiers.registry import ModelRegistry
+
+    models_dir = settings.data_dir / "models"
+    if not models_dir.is_dir():
+        return []
+    return [card.model_dump(mode="json") for card in ModelRegistry(models_dir).cards()]

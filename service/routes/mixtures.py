@@ -1,0 +1,83 @@
+"""Mixtures: plan (dry run), start a build, list versions, read a manifest, diff two versions."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Request, Response
+
+from service import dependencies
+from service.auth import require_read, require_write
+from service.files import json_bytes_response
+from service.jobs.store import JobStore
+from service.jobs.tasks import validate_request
+from service.routes.submit import submit
+from service.schemas import JobView, MixtureSummary, PhaseSummary
+from service.settings import ServiceSettings
+from service.versions import VersionStore
+
+router = APIRouter(prefix="/mixtures", tags=["mixtures"])
+
+_SPEC_BODY = Body(description="a mixture spec (pipelines.mixture.spec.MixtureSpec)")
+
+
+@router.post("/plan", dependencies=[Depends(require_write)])
+def plan(spec: dict[str, Any] = _SPEC_BODY, settings: ServiceSettings = Depends(dependencies.settings)) -> dict[str, Any]:
+    """Dry run: the budgets, epochs and thresholds a build of this spec would use; nothing is written."""
+    from pipelines.catalog import Catalog
+    from pipelines.mixture.plan import plan_mixture
+
+    typed = validate_request("build", spec)
+    with Catalog(settings.data_dir) as catalog:
+        catalog.sync()
+        return plan_mixture(typed, catalog).model_dump(mode="json")
+
+
+@router.post("", status_code=202, dependencies=[Depends(require_write)])
+def build(spec: dict[str, Any] = _SPEC_BODY, store: JobStore = Depends(dependencies.jobs)) -> JobView:
+    """Start building a mixture version; an identical queued or running build returns the same job."""
+    return submit(store, "build", spec)
+
+
+@router.get("", dependencies=[Depends(require_read)])
+def list_mixtures(versions: VersionStore = Depends(dependencies.versions)) -> list[MixtureSummary]:
+    """Mixture versions, newest first, with their phases' budgets and realised tokens."""
+    return [_summary(versions, version) for version in versions.versions("mixtures")]
+
+
+@router.get(
+    "/{version}",
+    dependencies=[Depends(require_read)],
+    response_class=Response,
+    responses={200: {"content": {"application/json": {}}, "description": "the mixture manifest"}},
+)
+def manifest(version: str, request: Request, versions: VersionStore = Depends(dependencies.versions)) -> Response:
+    """One mixture version's manifest, as the trainer reads it."""
+    cached = versions.manifest("mixtures", version)
+    return json_bytes_response(request, cached.body, cached.etag)
+
+
+@router.get("/{a}/diff/{b}", dependencies=[Depends(require_read)])
+def diff(a: str, b: str, versions: VersionStore = Depends(dependencies.versions)) -> dict[str, Any]:
+    """Per phase and component token changes, docs added and removed, from version a to b."""
+    from pipelines.mixture.diff import diff_mixtures
+
+    return diff_mixtures(versions.manifest("mixtures", a).data, versions.manifest("mixtures", b).data)
+
+
+def _summary(versions: VersionStore, version: str) -> MixtureSummary:
+    manifest = versions.manifest("mixtures", version).data
+    created = (versions.version_dir("mixtures", version) / "manifest.json").stat().st_mtime
+    return MixtureSummary(
+        version=version,
+        name=manifest.get("name"),
+        created_at=datetime.fromtimestamp(created, timezone.utc).isoformat(),
+        tokenizer=(manifest.get("tokenizer") or {}).get("kind"),
+        phases=[
+            PhaseSummary(
+                name=phase["name"], token_budget=phase.get("token_budget"), tokens=phase.get("tokens"), docs=phase.get("docs")
+            )
+            for phase in manifest.get("phases") or []
+        ],
+    )

@@ -1,0 +1,59 @@
+"""Shard listing and byte serving (GET and HEAD, Range, ETag) for mixture versions."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from midmix.errors import NotFoundError
+from service import dependencies
+from service.auth import require_read
+from service.files import file_response
+from service.schemas import ShardEntry
+from service.versions import VersionStore
+
+router = APIRouter(prefix="/mixtures/{version}", tags=["shards"], dependencies=[Depends(require_read)])
+
+_PARQUET = "application/vnd.apache.parquet"
+_BYTES = {206: {"description": "the requested range"}, 304: {"description": "unchanged"},
+          416: {"description": "range not satisfiable"}}
+
+
+def phase_shards(manifest: dict, version: str, phase: str) -> list[ShardEntry]:
+    """The shards of ``phase`` in training order, flattened across its components."""
+    for entry in manifest.get("phases") or []:
+        if entry["name"] == phase:
+            return [
+                ShardEntry(name=PurePosixPath(shard["path"]).name, component=component["name"], **shard)
+                for component in entry.get("components") or []
+                for shard in component.get("shards") or []
+            ]
+    names = ", ".join(entry["name"] for entry in manifest.get("phases") or [])
+    raise NotFoundError(f"mixture {version} has no phase {phase!r}; its phases are: {names}")
+
+
+@router.get("/phases/{phase}/shards")
+def list_shards(version: str, phase: str, versions: VersionStore = Depends(dependencies.versions)) -> list[ShardEntry]:
+    """Each shard of a phase with path, sha256, bytes, rows, tokens and component."""
+    return phase_shards(versions.manifest("mixtures", version).data, version, phase)
+
+
+@router.get("/phases/{phase}/shards/{name}", response_class=Response, responses=_BYTES)
+@router.head("/phases/{phase}/shards/{name}", response_class=Response, responses=_BYTES)
+def shard(version: str, phase: str, name: str, request: Request,
+          versions: VersionStore = Depends(dependencies.versions)) -> Response:
+    """One shard's bytes; supports Range, If-Range and If-None-Match (ETag is its sha256)."""
+    for entry in phase_shards(versions.manifest("mixtures", version).data, version, phase):
+        if entry.name == name:
+            return file_response(request, versions.servable_file(version, entry.path), _PARQUET)
+    raise NotFoundError(f"phase {phase!r} of mixture {version} has no shard {name!r}; list them with GET .../shards")
+
+
+@router.get("/files/{path:path}", response_class=Response, responses=_BYTES)
+@router.head("/files/{path:path}", response_class=Response, responses=_BYTES)
+def version_file(version: str, path: str, request: Request,
+                 versions: VersionStore = Depends(dependencies.versions)) -> Response:
+    """Any file the manifest lists (phase or eval shards, tokenizer.json), same headers as shards."""
+    media_type = _PARQUET if path.endswith(".parquet") else "application/json"
+    return file_response(request, versions.servable_file(version, path), media_type)

@@ -1,0 +1,59 @@
+"""Service settings: from ``MIDMIX_*`` environment variables, a config file, or CLI flags.
+
+Tokens are lists so a team can rotate them without downtime. With no read tokens reads are
+open; with no write tokens writes are open too (a local, single-user service).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+from midmix.errors import MidmixError
+
+
+class ServiceSettings(BaseSettings):
+    """Everything the service needs: where the data is, who may read and write, job slots."""
+
+    model_config = SettingsConfigDict(env_prefix="MIDMIX_", extra="forbid")
+
+    data_dir: Path = Path("midmix-data")
+    write_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    read_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    job_workers: int = Field(default=1, ge=1, le=64)
+
+    @field_validator("write_tokens", "read_tokens", mode="before")
+    @classmethod
+    def _split_comma_list(cls, value: object) -> object:
+        # Environment variables carry lists as "tok1,tok2".
+        if isinstance(value, str):
+            return [token.strip() for token in value.split(",") if token.strip()]
+        return value
+
+
+def load_settings(config_file: Path | None = None, **overrides: object) -> ServiceSettings:
+    """Settings from env vars, then ``config_file`` (YAML or JSON), then explicit overrides."""
+    values: dict[str, object] = {}
+    if config_file is not None:
+        values.update(_read_config_file(config_file))
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    try:
+        return ServiceSettings(**values)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise MidmixError(f"invalid service settings: {problems}") from error
+
+
+def _read_config_file(path: Path) -> dict:
+    if not path.is_file():
+        raise MidmixError(f"service config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise MidmixError(f"{path} must hold a mapping of settings (data_dir, write_tokens, ...)")
+    return data

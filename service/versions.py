@@ -1,0 +1,123 @@
+"""Read-only view of published versions in the data directory, with manifests cached.
+
+Published versions are immutable (atomic rename, manifest written last), so a manifest read
+once can be served from memory; the cache is keyed on the file's inode and mtime so a version
+rebuilt after deletion is picked up. Listing reads the directories, never the DuckDB catalog,
+so reads never contend with a build holding the catalog.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from threading import Lock
+
+from midmix.errors import NotFoundError
+
+_VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class ServedFile:
+    """A file a client may download: where it is and its content hash (the ETag)."""
+
+    path: Path
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class CachedManifest:
+    """A parsed manifest, its JSON bytes as served, and the files it lists by relative path."""
+
+    data: dict
+    body: bytes
+    etag: str
+    files: dict[str, str]
+
+
+class VersionStore:
+    """Datasets and mixtures under ``data_dir``: list, read manifests, resolve servable files."""
+
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir.resolve()
+        self._cache: dict[Path, tuple[tuple[int, int, int], CachedManifest]] = {}
+        self._lock = Lock()
+
+    def manifest(self, kind: str, version: str) -> CachedManifest:
+        """The manifest of ``kind`` (``datasets`` or ``mixtures``) version ``version``."""
+        path = self.version_dir(kind, version) / "manifest.json"
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            raise NotFoundError(self._missing(kind, version)) from None
+        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            hit = self._cache.get(path)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        body = path.read_bytes()
+        data = json.loads(body)
+        cached = CachedManifest(data=data, body=body, etag=sha256_bytes_etag(body), files=_listed_files(data))
+        with self._lock:
+            self._cache[path] = (stamp, cached)
+        return cached
+
+    def versions(self, kind: str) -> list[str]:
+        """Published versions of ``kind``, newest first (by publication time)."""
+        root = self.data_dir / kind
+        if not root.is_dir():
+            return []
+        entries = [entry for entry in os.scandir(root) if _VERSION_NAME.match(entry.name) and entry.is_dir()]
+        entries = [entry for entry in entries if os.path.exists(os.path.join(entry.path, "manifest.json"))]
+        entries.sort(key=lambda entry: entry.stat().st_mtime_ns, reverse=True)
+        return [entry.name for entry in entries]
+
+    def version_dir(self, kind: str, version: str) -> Path:
+        """The directory of one version; names that could escape ``kind/`` are not found."""
+        if not _VERSION_NAME.match(version) or version.startswith("."):
+            raise NotFoundError(self._missing(kind, version))
+        return self.data_dir / kind / version
+
+    def servable_file(self, version: str, relative: str) -> ServedFile:
+        """A mixture file listed in its manifest, resolved inside the version directory."""
+        cached = self.manifest("mixtures", version)
+        sha256 = cached.files.get(relative)
+        if sha256 is None:
+            raise NotFoundError(
+                f"mixture {version} lists no file {relative!r}; see its manifest for shard, eval and tokenizer paths"
+            )
+        root = self.version_dir("mixtures", version).resolve()
+        path = (root / relative).resolve()
+        # Symlinks or '..' in a manifest entry must never reach outside the version.
+        if not path.is_relative_to(root) or not path.is_file():
+            raise NotFoundError(f"mixture {version} has no servable file {relative!r}")
+        return ServedFile(path=path, sha256=sha256, size=path.stat().st_size)
+
+    def _missing(self, kind: str, version: str) -> str:
+        noun = "dataset" if kind == "datasets" else "mixture"
+        return f"no {noun} version {version!r}; list them with GET /{kind}"
+
+
+def sha256_bytes_etag(body: bytes) -> str:
+    """A strong ETag for an in-memory body."""
+    return f'"{hashlib.sha256(body).hexdigest()}"'
+
+
+def _listed_files(manifest: dict) -> dict[str, str]:
+    """Relative path -> sha256 of every file a mixture manifest lists (shards, eval, tokenizer)."""
+    files: dict[str, str] = {}
+    for phase in manifest.get("phases", []) or []:
+        for component in phase.get("components", []) or []:
+            for shard in component.get("shards", []) or []:
+                files[shard["path"]] = shard["sha256"]
+    for entry in (manifest.get("eval") or {}).values():
+        files[entry["path"]] = entry["sha256"]
+    tokenizer = manifest.get("tokenizer") or {}
+    if tokenizer.get("path"):
+        files[tokenizer["path"]] = tokenizer["sha256"]
+    return files
