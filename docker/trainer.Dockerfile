@@ -1,0 +1,43 @@
+# syntax=docker/dockerfile:1
+# The midmix trainer image: reads shards from the service over HTTP, so it carries no
+# server-side code paths at run time (it still installs the one midmix package).
+#
+#   docker build -f docker/trainer.Dockerfile -t midmix-trainer .                      # CPU
+#   docker build -f docker/trainer.Dockerfile --build-arg DEVICE=cuda -t midmix-trainer:cuda .
+#
+# DEVICE picks the base stage: python:3.11-slim with CPU torch wheels, or a CUDA runtime image
+# with CUDA torch wheels. The torch pin must match pyproject.toml (tests/test_docker.py checks).
+ARG DEVICE=cpu
+
+FROM python:3.11-slim AS base-cpu
+ENV TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+
+FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04 AS base-cuda
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3.11 python3.11-venv \
+    && rm -rf /var/lib/apt/lists/*
+ENV TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+
+# hadolint ignore=DL3006
+FROM base-${DEVICE} AS trainer
+ENV VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1
+RUN python3.11 -m venv /opt/venv \
+    && pip install --no-cache-dir "torch==2.13.0" --index-url "$TORCH_INDEX_URL"
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY midmix midmix
+COPY classifiers classifiers
+COPY pipelines pipelines
+COPY service service
+COPY trainer trainer
+RUN pip install --no-cache-dir . \
+    && useradd --create-home --uid 1000 midmix \
+    && mkdir -p /runs /cache \
+    && chown midmix /runs /cache
+USER 1000
+VOLUME ["/runs", "/cache"]
+ENTRYPOINT ["midmix", "train"]
+CMD ["--help"]
