@@ -146,11 +146,11 @@ class Catalog:
             )
         docs, tokens = con.execute(
             "SELECT count(*), coalesce(sum(n_tokens), 0) FROM docs WHERE dataset = ?", [version]
-        ).fetchone()
+        ).fetchall()[0]
         names = con.execute(
             "SELECT list(DISTINCT k ORDER BY k) FROM (SELECT unnest(map_keys(quality)) AS k FROM docs WHERE dataset = ?)",
             [version],
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         con.execute(
             "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?)",
             [version, manifest_path.stat().st_mtime, docs, tokens, names or [], json.dumps(manifest)],
@@ -207,10 +207,10 @@ class Catalog:
     def dataset(self, version: str) -> dict[str, Any]:
         """One dataset's manifest; NotFoundError names the versions that exist."""
         with self.reading() as con:
-            row = con.execute("SELECT manifest FROM datasets WHERE version = ?", [version]).fetchone()
-        if row is None:
+            rows = con.execute("SELECT manifest FROM datasets WHERE version = ?", [version]).fetchall()
+        if not rows:
             raise NotFoundError(f"dataset version '{version}' not found; known: {self._known('datasets')}")
-        return json.loads(row[0])
+        return json.loads(rows[0][0])
 
     def resolve_dataset(self, ref: str) -> str:
         """A concrete dataset version for ``ref``; "latest" is the most recently published one."""
@@ -236,10 +236,10 @@ class Catalog:
     def mixture(self, version: str) -> dict[str, Any]:
         """One mixture version's manifest; NotFoundError names the versions that exist."""
         with self.reading() as con:
-            row = con.execute("SELECT manifest FROM mixtures WHERE version = ?", [version]).fetchone()
-        if row is None:
+            rows = con.execute("SELECT manifest FROM mixtures WHERE version = ?", [version]).fetchall()
+        if not rows:
             raise NotFoundError(f"mixture version '{version}' not found; known: {self._known('mixtures')}")
-        return json.loads(row[0])
+        return json.loads(rows[0][0])
 
     def mixture_dir(self, version: str) -> Path:
         """The published directory of a mixture version (NotFoundError when it is not published)."""

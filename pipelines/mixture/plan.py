@@ -117,9 +117,10 @@ def plan_phase(
 ) -> PhasePlan:
     """Plan one phase: each component's target is its effective weight times the token budget."""
     weights = effective_weights(phase, normalize)
+    targets = allocate_tokens(phase.token_budget, weights)
     components = [
-        plan_component(con, phase.name, component, weight, phase.token_budget, resolved, exclude_eval)
-        for component, weight in zip(phase.components, weights)
+        plan_component(con, phase.name, component, weight, target, resolved, exclude_eval)
+        for component, weight, target in zip(phase.components, weights, targets)
     ]
     return PhasePlan(
         name=phase.name, index=index, token_budget=phase.token_budget, seq_len=phase.seq_len,
@@ -134,7 +135,7 @@ def plan_component(
     phase_name: str,
     component: ComponentSpec,
     weight: float,
-    budget: int,
+    requested: int,
     resolved: dict[str, str],
     exclude_eval: bool,
 ) -> ComponentPlan:
@@ -145,8 +146,7 @@ def plan_component(
     where, params = selection_sql(component.select, thresholds)
     docs, tokens = con.execute(
         f"SELECT count(*), coalesce(sum(n_tokens), 0) FROM ({pool[0]}) WHERE {where}", [*pool[1], *params]
-    ).fetchone()
-    requested = round(weight * budget)
+    ).fetchall()[0]
     epochs = requested / tokens if tokens else (0.0 if requested == 0 else math.inf)
     problem = _component_problem(phase_name, component, docs, requested, epochs)
     return ComponentPlan(
@@ -157,6 +157,17 @@ def plan_component(
         epochs=epochs if math.isfinite(epochs) else -1.0, max_epochs=component.max_epochs,
         feasible=problem is None, problem=problem,
     )  # fmt: skip
+
+
+def allocate_tokens(budget: int, weights: list[float]) -> list[int]:
+    """Integer token targets that sum exactly to ``budget`` (largest remainder; ties to the first)."""
+    total = sum(weights)
+    exact = [budget * w / total for w in weights]
+    targets = [math.floor(x) for x in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda i: (-(exact[i] - targets[i]), i))
+    for i in by_remainder[: budget - sum(targets)]:
+        targets[i] += 1
+    return targets
 
 
 def _component_problem(phase: str, component: ComponentSpec, docs: int, requested: int, epochs: float) -> str | None:

@@ -94,7 +94,7 @@ def resolve_thresholds(con: duckdb.DuckDBPyConnection, pool: tuple[str, list], n
         quantile = 1 - fraction if predicate.op == "top_percent" else fraction
         row = con.execute(
             f"SELECT quantile_disc({column_expr(predicate.column)}, ?) FROM ({pool[0]})", [quantile, *pool[1]]
-        ).fetchone()
+        ).fetchall()[0]
         values.append(float(row[0]) if row and row[0] is not None else float("nan"))
     return values
 
