@@ -18,6 +18,12 @@ from service.jobs.record import JobKind
 ProgressCallback = Callable[[str, int, "int | None"], None]
 
 
+class InvalidRequestError(MidmixError):
+    """A request body that does not validate: 422, naming each bad field."""
+
+    http_status = 422
+
+
 def request_model(kind: JobKind) -> type[BaseModel]:
     """The pydantic model that validates a job's request body."""
     if kind == "curate":
@@ -30,11 +36,11 @@ def request_model(kind: JobKind) -> type[BaseModel]:
 
 
 def validate_request(kind: JobKind, body: object) -> BaseModel:
-    """The typed request; a ``MidmixError`` naming each bad field if it does not validate."""
+    """The typed request; an ``InvalidRequestError`` naming each bad field if it does not validate."""
     try:
         return request_model(kind).model_validate(body)
     except ValidationError as error:
-        raise MidmixError(describe_validation_error(error)) from error
+        raise InvalidRequestError(describe_validation_error(error)) from None
 
 
 def describe_validation_error(error: ValidationError) -> str:
