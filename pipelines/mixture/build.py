@@ -264,7 +264,7 @@ def build_eval(
     shards = {}
     for domain in plan.eval:
         docs = rows.filter(pc.equal(rows.column("eval_domain"), domain))
-        written = write_shards(_shard_table(docs, tokenizer, texts), staging, f"eval/{slug(domain)}", "eval", report)
+        written = write_shards(_shard_table(docs, tokenizer, texts), staging, f"eval/{slug(domain)}", f"eval/{domain}", report)
         shards[domain] = {key: written[0][key] for key in ("path", "sha256", "bytes", "rows", "tokens")}
     return shards
 
