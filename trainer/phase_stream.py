@@ -112,6 +112,7 @@ class PhaseStream(IterableDataset):
 
     def realized_shares(self, steps: int) -> dict:
         """Document tokens (EOS excluded) trained on in the first ``steps`` steps, by component and domain."""
+        steps = min(steps, self.steps_in_phase())
         consumed_prefix = steps * self.global_batch_size * self.seq_len
         starts = self._ends - self._n_tokens - 1
         consumed = np.clip(consumed_prefix - starts, 0, self._n_tokens)
