@@ -54,9 +54,14 @@ class RunningService:
 
 
 def start_service(
-    data_dir: Path, config: dict | None = None, workers: int = 1, job_workers: int = 1, port: int | None = None
+    data_dir: Path,
+    config: dict | None = None,
+    workers: int = 1,
+    job_workers: int = 1,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> RunningService:
-    """Start ``midmix serve`` on 127.0.0.1 and wait until ``/health`` answers."""
+    """Start ``midmix serve`` on 127.0.0.1 (``env`` added to a MIDMIX_-free environment); wait for ``/health``."""
     port = port or free_port()
     command = [sys.executable, "-m", "midmix", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--data-dir", str(data_dir), "--workers", str(workers), "--job-workers", str(job_workers)]
@@ -64,8 +69,8 @@ def start_service(
         config_path = data_dir.parent / f"service-{port}.json"
         config_path.write_text(json.dumps(config))
         command += ["--config", str(config_path)]
-    env = {key: value for key, value in os.environ.items() if not key.startswith("MIDMIX_")}
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdin=subprocess.DEVNULL)
+    clean_env = {key: value for key, value in os.environ.items() if not key.startswith("MIDMIX_")}
+    process = subprocess.Popen(command, cwd=REPO, env=clean_env | (env or {}), stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -29,8 +29,8 @@ def plan(spec: dict[str, Any] = _SPEC_BODY, settings: ServiceSettings = Depends(
     from pipelines.mixture.plan import plan_mixture
 
     typed = validate_request("build", spec)
+    # Read-only: the catalog resyncs itself when published versions changed.
     with Catalog(settings.data_dir) as catalog:
-        catalog.sync()
         return plan_mixture(typed, catalog).model_dump(mode="json")
 
 
@@ -63,7 +63,9 @@ def diff(a: str, b: str, versions: VersionStore = Depends(dependencies.versions)
     """Per phase and component token changes, docs added and removed, from version a to b."""
     from pipelines.mixture.diff import diff_mixtures
 
-    return diff_mixtures(versions.manifest("mixtures", a).data, versions.manifest("mixtures", b).data)
+    # From the cached manifests, so a diff never waits on the DuckDB catalog.
+    manifest_a, manifest_b = versions.manifest("mixtures", a).data, versions.manifest("mixtures", b).data
+    return diff_mixtures(manifest_a, manifest_b, versions.data_dir)
 
 
 def _summary(versions: VersionStore, version: str) -> MixtureSummary:
