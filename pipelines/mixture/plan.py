@@ -39,7 +39,7 @@ class ComponentPlan(BaseModel):
     general: bool
     datasets: list[str]
     selection: dict | None
-    thresholds: dict[str, float]
+    thresholds: dict[str, float | None]
     available_docs: int
     available_tokens: int
     requested_tokens: int

@@ -49,14 +49,14 @@ def threshold_names(predicates: list[Predicate]) -> list[str]:
     return names
 
 
-def selection_sql(node: Selection | None, thresholds: list[float]) -> tuple[str, list]:
+def selection_sql(node: Selection | None, thresholds: list[float | None]) -> tuple[str, list]:
     """A WHERE clause and its parameters; ``thresholds`` are the resolved percent rules in tree order."""
     remaining = list(thresholds)
     sql, params = _node_sql(node, remaining) if node is not None else ("TRUE", [])
     return sql, params
 
 
-def _node_sql(node: Selection, thresholds: list[float]) -> tuple[str, list]:
+def _node_sql(node: Selection, thresholds: list[float | None]) -> tuple[str, list]:
     if isinstance(node, (AllOf, AnyOf)):
         joiner = " AND " if isinstance(node, AllOf) else " OR "
         parts = [_node_sql(child, thresholds) for child in (node.all if isinstance(node, AllOf) else node.any)]
@@ -86,8 +86,13 @@ def pool_sql(datasets: list[str], exclude_eval: bool) -> tuple[str, list]:
     return sql, params
 
 
-def resolve_thresholds(con: duckdb.DuckDBPyConnection, pool: tuple[str, list], node: Selection | None) -> list[float]:
-    """Absolute thresholds for the percent rules: the value at the rule's quantile of the pool."""
+def resolve_thresholds(
+    con: duckdb.DuckDBPyConnection, pool: tuple[str, list], node: Selection | None
+) -> list[float | None]:
+    """Absolute thresholds for the percent rules: the value at the rule's quantile of the pool (None if empty).
+
+    Ties at the threshold are all kept, so a top-7% rule may keep slightly more than 7%.
+    """
     values = []
     for predicate in percent_predicates(node):
         fraction = predicate.value / 100
@@ -95,7 +100,7 @@ def resolve_thresholds(con: duckdb.DuckDBPyConnection, pool: tuple[str, list], n
         row = con.execute(
             f"SELECT quantile_disc({column_expr(predicate.column)}, ?) FROM ({pool[0]})", [quantile, *pool[1]]
         ).fetchall()[0]
-        values.append(float(row[0]) if row and row[0] is not None else float("nan"))
+        values.append(float(row[0]) if row[0] is not None else None)
     return values
 
 
