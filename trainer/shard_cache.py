@@ -1,0 +1,188 @@
+"""Local cache of one mixture version's files: verified downloads, prefetch, LRU under a byte cap.
+
+A training run must never read a corrupt shard: every file is checked against the manifest's
+sha256 and size before it is handed out (once per process; later calls check the size), and a
+file that fails is deleted and fetched again, a bounded number of times. Versions are immutable,
+so a verified file stays valid; the manifest itself is cached on disk and a restarted run needs
+the service only for files it does not have yet.
+
+Files handed out by ``local_path`` are *in use* until ``release``: eviction (least recently
+used first, by file mtime so concurrent processes on one cache agree) never touches them, and
+``prefetch`` only fills free room, so it never pushes out what the run is reading or about to.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
+from typing import Iterable, Protocol
+
+from midmix.errors import MidmixError
+from midmix.hashing import sha256_file
+
+log = logging.getLogger(__name__)
+
+_DOWNLOAD_ATTEMPTS = 3
+_MANIFEST = "manifest.json"
+
+
+class VersionFiles(Protocol):
+    """What the cache needs from ``service.client.MidmixClient``."""
+
+    def manifest(self, version: str) -> dict: ...
+
+    def download(self, version: str, path: str, dest: Path) -> Path: ...
+
+
+class ShardCache:
+    """Files of mixture ``version`` under ``cache_dir/version``, at most ``max_bytes`` in ``cache_dir``."""
+
+    def __init__(self, client: VersionFiles, version: str, cache_dir: Path, max_bytes: int):
+        if max_bytes <= 0:
+            raise MidmixError(f"cache max_bytes must be > 0, got {max_bytes}")
+        self.client = client
+        self.version = version
+        self.cache_dir = Path(cache_dir)
+        self.root = self.cache_dir / version
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._file_locks: dict[Path, threading.Lock] = {}
+        self._verified: set[Path] = set()
+        self._in_use: set[Path] = set()
+        self._prefetched: set[Path] = set()
+        self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="midmix-prefetch")
+
+    def manifest(self) -> dict:
+        """The version's manifest, from disk when cached (versions never change), else the service."""
+        path = self.root / _MANIFEST
+        if path.is_file():
+            return json.loads(path.read_text())
+        manifest = self.client.manifest(self.version)
+        self.root.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".part")
+        partial.write_text(json.dumps(manifest))
+        os.replace(partial, path)
+        return manifest
+
+    def local_path(self, entry: dict) -> Path:
+        """The verified local copy of a file entry (``path``, ``sha256``, ``bytes``), now in use."""
+        path = self._fetch(entry, evict_prefetched=True)
+        with self._lock:
+            self._in_use.add(path)
+            self._prefetched.discard(path)
+        return path
+
+    def release(self, entries: Iterable[dict]) -> None:
+        """Mark files no longer in use, so eviction may remove them (e.g. after their phase)."""
+        with self._lock:
+            for entry in entries:
+                self._in_use.discard(self._path_of(entry))
+
+    def prefetch(self, entries: Iterable[dict]) -> Future:
+        """Download ``entries`` in order in a background thread while there is free room.
+
+        Returns a Future of the paths fetched; a failure is logged and left for ``local_path``
+        to retry and report, so a flaky prefetch never kills a run.
+        """
+        return self._prefetcher.submit(self._prefetch, list(entries))
+
+    def close(self) -> None:
+        """Stop prefetching (after the file being downloaded)."""
+        self._prefetcher.shutdown(wait=True, cancel_futures=True)
+
+    def _prefetch(self, entries: list[dict]) -> list[Path]:
+        fetched = []
+        for entry in entries:
+            try:
+                path = self._fetch(entry, evict_prefetched=False)
+            except _NoRoom:
+                break
+            except MidmixError as error:
+                log.warning("prefetch of %s failed: %s", entry.get("path"), error)
+                continue
+            with self._lock:
+                if path not in self._in_use:
+                    self._prefetched.add(path)
+            fetched.append(path)
+        return fetched
+
+    def _fetch(self, entry: dict, evict_prefetched: bool) -> Path:
+        path = self._path_of(entry)
+        with self._file_lock(path):
+            if self._is_valid(path, entry):
+                os.utime(path)
+                return path
+            self._make_room(int(entry["bytes"]), path, evict_prefetched)
+            for attempt in range(1, _DOWNLOAD_ATTEMPTS + 1):
+                error = self._download(entry, path)
+                if error is None and self._is_valid(path, entry):
+                    return path
+                log.warning("download %d of %s failed: %s", attempt, entry["path"], error or "bad sha256 or size")
+                path.unlink(missing_ok=True)
+        problem = error or "its sha256 or size does not match the manifest; rebuild or re-publish the mixture"
+        raise MidmixError(f"{entry['path']} of {self.version} failed after {_DOWNLOAD_ATTEMPTS} downloads: {problem}")
+
+    def _download(self, entry: dict, path: Path) -> str | None:
+        """One download attempt; returns why it failed, or None."""
+        try:
+            self.client.download(self.version, entry["path"], path)
+        except MidmixError as error:
+            return str(error)
+        return None
+
+    def _is_valid(self, path: Path, entry: dict) -> bool:
+        """Size always, sha256 once per process: a file that fails is deleted."""
+        if not path.is_file():
+            return False
+        if path.stat().st_size == int(entry["bytes"]) and (path in self._verified or sha256_file(path) == entry["sha256"]):
+            self._verified.add(path)
+            return True
+        log.warning("%s is corrupt or truncated; fetching it again", path)
+        self._verified.discard(path)
+        path.unlink()
+        return False
+
+    def _make_room(self, incoming: int, target: Path, evict_prefetched: bool) -> None:
+        """Evict least recently used files not in use until ``incoming`` bytes fit under the cap."""
+        with self._lock:
+            files = sorted(
+                (p for p in self.cache_dir.rglob("*") if p.is_file() and p.name != _MANIFEST and p.suffix != ".part"),
+                key=lambda p: p.stat().st_mtime_ns,
+            )
+            used = sum(p.stat().st_size for p in files)
+            protected = self._in_use | ({target} if evict_prefetched else self._prefetched | {target})
+            for candidate in files:
+                if used + incoming <= self.max_bytes:
+                    return
+                if candidate in protected:
+                    continue
+                used -= candidate.stat().st_size
+                candidate.unlink()
+                self._verified.discard(candidate)
+                self._prefetched.discard(candidate)
+            if used + incoming <= self.max_bytes:
+                return
+            if not evict_prefetched:
+                raise _NoRoom()
+            log.warning(
+                "cache %s holds %d bytes in use; %s (%d bytes) goes over max_bytes %d",
+                self.cache_dir, used, target.name, incoming, self.max_bytes,
+            )
+
+    def _path_of(self, entry: dict) -> Path:
+        relative = PurePosixPath(entry["path"])
+        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+            raise MidmixError(f"manifest file path {entry['path']!r} must be relative and inside the version")
+        return self.root / relative
+
+    def _file_lock(self, path: Path) -> threading.Lock:
+        with self._lock:
+            return self._file_locks.setdefault(path, threading.Lock())
+
+
+class _NoRoom(Exception):
+    """Prefetch stops: the next file fits only by evicting files in use or prefetched."""
