@@ -1,0 +1,195 @@
+"""Curation configuration: one validated pydantic model says everything a curation run does.
+
+Models are referenced by name, sha256 or local ``.bin`` path; ``"default"`` means the bundled
+model of that task (trained on the sample corpus by ``classifiers.defaults``). The executor is a
+config choice, so moving from local processes to Ray or Slurm needs no code change.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from midmix.errors import MidmixError
+from pipelines.tokenizer import TokenizerSpec
+
+DEFAULT_MODEL = "default"
+DEFAULT_DOMAINS = ("web", "code", "math", "qa", "academic", "other")
+BUNDLED_EVAL = Path(__file__).resolve().parent.parent / "data" / "sample-corpus" / "humaneval.jsonl.gz"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FieldMap(_Strict):
+    """Which input fields hold the text, id, source and meta (missing ones fall back)."""
+
+    text: str = "text"
+    id: str = "id"
+    source: str = "source"
+    meta: str = "meta"
+
+
+class LocalExecutor(_Strict):
+    kind: Literal["local"] = "local"
+    tasks: int = Field(1, ge=1)
+    workers: int = Field(-1, ge=-1, description="-1: one worker per task")
+
+
+class RayExecutor(_Strict):
+    kind: Literal["ray"]
+    tasks: int = Field(1, ge=1)
+    workers: int = Field(-1, ge=-1)
+    cpus_per_task: int = Field(1, ge=1)
+
+
+class SlurmExecutor(_Strict):
+    kind: Literal["slurm"]
+    tasks: int = Field(1, ge=1)
+    partition: str
+    time: str = "04:00:00"
+    cpus_per_task: int = Field(1, ge=1)
+    mem_per_cpu_gb: int = Field(2, ge=1)
+    sbatch_args: dict[str, str] = Field(default_factory=dict)
+
+
+class HeuristicThresholds(_Strict):
+    """Gopher/C4/FineWeb-style limits on the ``sig_*`` signals; ``None`` switches a check off."""
+
+    min_words: int | None = 20
+    max_words: int | None = 200_000
+    min_mean_word_length: float | None = 2.0
+    max_mean_word_length: float | None = 12.0
+    max_symbol_ratio: float | None = 0.1
+    min_alpha_word_ratio: float | None = 0.6
+    min_stopword_ratio: float | None = Field(0.02, description="applied to English documents only")
+    max_bullet_line_ratio: float | None = 0.9
+    max_ellipsis_line_ratio: float | None = 0.3
+    max_duplicate_line_ratio: float | None = 0.3
+    max_top_2gram_ratio: float | None = 0.2
+    max_non_ascii_ratio: float | None = None
+
+
+def _structured_thresholds() -> dict[str, HeuristicThresholds]:
+    """Code and math break prose rules (symbols, short tokens, repeated lines), so they get their own."""
+    lenient = HeuristicThresholds(
+        min_words=5,
+        min_mean_word_length=1.0,
+        max_mean_word_length=20.0,
+        max_symbol_ratio=None,
+        min_alpha_word_ratio=None,
+        min_stopword_ratio=None,
+        max_bullet_line_ratio=None,
+        max_ellipsis_line_ratio=None,
+        max_duplicate_line_ratio=0.6,
+        max_top_2gram_ratio=0.5,
+    )
+    return {"code": lenient, "math": lenient.model_copy()}
+
+
+class HeuristicsConfig(_Strict):
+    """Thresholds per domain (``by_domain``) with ``default`` for every other domain."""
+
+    enabled: bool = True
+    default: HeuristicThresholds = Field(default_factory=HeuristicThresholds)
+    by_domain: dict[str, HeuristicThresholds] = Field(default_factory=_structured_thresholds)
+
+    def for_domain(self, domain: str) -> HeuristicThresholds:
+        return self.by_domain.get(domain, self.default)
+
+
+class QualityConfig(_Strict):
+    """Quality classifiers by name; the stored score is P(positive label) of each."""
+
+    classifiers: dict[str, str] = Field(default_factory=lambda: {"fasttext_hq": DEFAULT_MODEL})
+    primary: str = "fasttext_hq"
+    min_score: float | None = Field(None, ge=0.0, le=1.0, description="drop below this primary score")
+
+    @model_validator(mode="after")
+    def _primary_is_listed(self) -> "QualityConfig":
+        if not self.classifiers:
+            raise ValueError("quality.classifiers needs at least one classifier")
+        if self.primary not in self.classifiers:
+            raise ValueError(f"quality.primary '{self.primary}' is not one of {sorted(self.classifiers)}")
+        return self
+
+
+class DomainConfig(_Strict):
+    model: str = DEFAULT_MODEL
+    labels: list[str] = Field(default_factory=lambda: list(DEFAULT_DOMAINS), min_length=1)
+
+
+class LanguageConfig(_Strict):
+    model: str = DEFAULT_MODEL
+    keep: list[str] | None = Field(None, description="keep only these ISO 639-1 codes; None keeps all")
+
+
+class DedupConfig(_Strict):
+    """Exact dedup on normalised text plus MinHash LSH; candidates are verified by exact Jaccard."""
+
+    exact: bool = True
+    minhash: bool = True
+    ngram: int = Field(5, ge=1)
+    num_bands: int = Field(20, ge=1)
+    rows_per_band: int = Field(5, ge=1)
+    jaccard_threshold: float = Field(0.8, gt=0.0, le=1.0)
+
+
+class DecontamConfig(_Strict):
+    """Drop documents that contain an eval item: share >= ``overlap_threshold`` of its word n-grams."""
+
+    enabled: bool = True
+    eval_files: list[str] = Field(default_factory=lambda: [str(BUNDLED_EVAL)])
+    ngram: int = Field(13, ge=1)
+    overlap_threshold: float = Field(0.5, gt=0.0, le=1.0)
+
+
+class CurationConfig(_Strict):
+    """Everything a curation run does; the version id hashes it (minus inputs and executor)."""
+
+    inputs: list[str] = Field(min_length=1)
+    fields: FieldMap = Field(default_factory=FieldMap)
+    tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
+    executor: LocalExecutor | RayExecutor | SlurmExecutor = Field(default_factory=LocalExecutor, discriminator="kind")
+    batch_size: int = Field(256, ge=1)
+    heuristics: HeuristicsConfig = Field(default_factory=HeuristicsConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    domain: DomainConfig = Field(default_factory=DomainConfig)
+    language: LanguageConfig = Field(default_factory=LanguageConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    decontam: DecontamConfig = Field(default_factory=DecontamConfig)
+
+
+def validation_message(error: ValidationError, origin: str) -> str:
+    """One line per problem, naming the field path, so the user knows what to edit."""
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        problems.append(f"{where}: {item['msg']}")
+    return f"invalid curation config {origin}: " + "; ".join(problems)
+
+
+def parse_config(data: object, origin: str = "") -> CurationConfig:
+    """Validate a raw mapping (from a file or an HTTP body) into a ``CurationConfig``."""
+    try:
+        return CurationConfig.model_validate(data)
+    except ValidationError as error:
+        raise MidmixError(validation_message(error, origin)) from None
+
+
+def load_config(path: str | Path) -> CurationConfig:
+    """Read a YAML or JSON config file; bad syntax, unknown keys or wrong types name the field and file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MidmixError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise MidmixError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {error}") from None
+    return parse_config(data, f"in {path}")

@@ -1,0 +1,270 @@
+"""Curate a corpus into an immutable dataset version: ``curate_corpus`` is the one entry point.
+
+Curation runs as four datatrove stages on the configured executor (local, Ray or Slurm):
+
+1. per input unit, in parallel: read, normalise, signals, decontaminate, language, domain,
+   heuristic filter, quality, tokens, dedup signature -> ``intermediate/unit-*.parquet``;
+2. one task: global exact + MinHash clustering -> ``dedup/decisions.parquet``;
+3. per unit, in parallel: apply decisions -> ``out/data`` and ``out/dropped`` parts;
+4. one task: copy the parts into a staging dir, write the manifest last, rename into place.
+
+Work files live in ``DATA/.staging/curate-<version>/``; datatrove skips completed tasks, so a
+rerun after an interruption resumes and publishes the same version with the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from datatrove.pipeline.base import PipelineStep
+
+import midmix
+from midmix.errors import MidmixError
+from midmix.hashing import sha256_file, version_id
+from midmix.publish import publishing
+from pipelines.config import DEFAULT_MODEL, CurationConfig
+from pipelines.curated_writer import CuratedWriter, IntermediateWriter
+from pipelines.curation_manifest import build_manifest
+from pipelines.decontam import Decontaminate
+from pipelines.dedup.minhash import DedupSignature
+from pipelines.dedup.stage import DedupClusters
+from pipelines.readers import CorpusReader, InputUnit, resolve_inputs
+from pipelines.steps.classify import DomainTagger, LanguageTagger, QualityScorer, ScoreColumn
+from pipelines.steps.heuristics import HeuristicFilter
+from pipelines.steps.normalize import NormalizeText
+from pipelines.steps.signals import HeuristicSignals
+from pipelines.steps.tokens import TokenCounter
+from pipelines.tokenizer import Tokenizer
+
+ProgressCallback = Callable[[str, int, "int | None"], None]
+
+
+@dataclass
+class CurationPlan:
+    """Everything resolved before any work: input units, model files, version id, manifest header."""
+
+    config: CurationConfig
+    units: list[InputUnit]
+    lang_model: str
+    domain_model: str
+    quality: dict[str, ScoreColumn]
+    header: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        return self.header["version"]
+
+
+def _file_facts(url: str) -> dict[str, Any]:
+    import fsspec
+
+    if "://" not in url:
+        return {"path": url, "sha256": sha256_file(url), "bytes": os.path.getsize(url)}
+    import hashlib
+
+    digest, size = hashlib.sha256(), 0
+    with fsspec.open(url, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return {"path": url, "sha256": digest.hexdigest(), "bytes": size}
+
+
+def _resolve_models(config: CurationConfig, models_dir: Path) -> tuple[str, str, dict[str, ScoreColumn], dict[str, str]]:
+    from classifiers.registry import ModelRegistry
+
+    registry = ModelRegistry(models_dir)
+    refs = [config.language.model, config.domain.model, *config.quality.classifiers.values()]
+    defaults = None
+    if DEFAULT_MODEL in refs:
+        from classifiers.defaults import ensure_default_models
+
+        defaults = ensure_default_models(models_dir)
+
+    def card(ref: str, task: str):
+        return getattr(defaults, task) if ref == DEFAULT_MODEL else registry.card(ref)
+
+    lang, domain = card(config.language.model, "lang"), card(config.domain.model, "domain")
+    missing = [label for label in config.domain.labels if label not in domain.labels]
+    if missing:
+        raise MidmixError(f"domain.labels {missing} are not labels of model {domain.name} ({', '.join(domain.labels)}); fix domain.labels")
+    quality, shas = {}, {"lang": lang.sha256, "domain": domain.sha256}
+    for name, ref in config.quality.classifiers.items():
+        found = card(ref, "quality")
+        positive = found.positive_label or ("high" if "high" in found.labels else None)
+        if positive is None:
+            raise MidmixError(f"quality classifier '{name}' ({found.name}) has no positive label; its labels are {found.labels}")
+        quality[name] = ScoreColumn(str(models_dir / f"{found.sha256}.bin"), positive)
+        shas[name] = found.sha256
+    return str(models_dir / f"{lang.sha256}.bin"), str(models_dir / f"{domain.sha256}.bin"), quality, shas
+
+
+def plan_curation(config: CurationConfig, data_dir: Path) -> CurationPlan:
+    """Resolve inputs and models and derive the version id; fails before writing any data."""
+    units = resolve_inputs(config.inputs)
+    lang_model, domain_model, quality, shas = _resolve_models(config, Path(data_dir) / "models")
+    tokenizer = Tokenizer(config.tokenizer)
+    inputs = [_file_facts(unit.url) for unit in units]
+    eval_files = [_file_facts(unit.url) for unit in resolve_inputs(config.decontam.eval_files)] if config.decontam.enabled else []
+    hashed_config = config.model_dump(mode="json", exclude={"inputs", "executor", "batch_size"})
+    hashed_config["tokenizer"] = tokenizer.sha256
+    hashed_config["decontam"]["eval_files"] = [facts["sha256"] for facts in eval_files]
+    version = version_id(
+        "ds",
+        {
+            "inputs": [[unit.source_name, facts["sha256"]] for unit, facts in zip(units, inputs)],
+            "config": hashed_config,
+            "models": shas,
+            "code_version": midmix.__version__,
+        },
+    )
+    header = {
+        "version": version,
+        "inputs": inputs,
+        "config": config.model_dump(mode="json"),
+        "models": shas,
+        "code_version": midmix.__version__,
+        "tokenizer": tokenizer.describe(),
+    }
+    return CurationPlan(config, units, lang_model, domain_model, quality, header)
+
+
+def stage_one_pipeline(plan: CurationPlan, intermediate_dir: Path, progress: ProgressCallback | None) -> list[PipelineStep]:
+    """Read and annotate: every step marks drops instead of removing documents."""
+    config, size = plan.config, plan.config.batch_size
+    steps: list[PipelineStep] = [CorpusReader(plan.units, config.fields), NormalizeText(size), HeuristicSignals(size)]
+    if config.decontam.enabled:
+        steps.append(Decontaminate(config.decontam.eval_files, config.decontam.ngram, config.decontam.overlap_threshold, size))
+    steps += [LanguageTagger(plan.lang_model, config.language.keep, size), DomainTagger(plan.domain_model, config.domain.labels, size)]
+    if config.heuristics.enabled:
+        steps.append(HeuristicFilter(config.heuristics, size))
+    steps += [
+        QualityScorer(plan.quality, config.quality.primary, config.quality.min_score, size),
+        TokenCounter(config.tokenizer, size),
+        DedupSignature(config.dedup.ngram, config.dedup.num_bands * config.dedup.rows_per_band, size),
+        IntermediateWriter(str(intermediate_dir), progress),
+    ]
+    return steps
+
+
+def step_names(config: CurationConfig) -> list[str]:
+    """Names of the steps that may drop documents, in pipeline order (the manifest's ``steps``)."""
+    names = ["read", "normalize"]
+    names += ["decontam"] if config.decontam.enabled else []
+    names += ["language"]
+    names += ["heuristics"] if config.heuristics.enabled else []
+    return names + ["quality", "dedup"]
+
+
+class PublishDataset(PipelineStep):
+    """Stage 4: link the parts into a staging dir, write the manifest last, rename into place."""
+
+    name = "publish"
+    type = "📦 - PUBLISH"
+
+    def __init__(self, out_dir: str, final_dir: str, header: dict, names: list[str], quality_names: list[str]):
+        super().__init__()
+        self.out_dir = out_dir
+        self.final_dir = final_dir
+        self.header = header
+        self.names = names
+        self.quality_names = quality_names
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        final = Path(self.final_dir)
+        if rank != 0 or (final / "manifest.json").is_file():
+            return
+        with publishing(final) as staging:
+            for part in sorted(Path(self.out_dir).rglob("part-*.parquet")):
+                target = staging / part.relative_to(self.out_dir)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _link_or_copy(part, target)
+            for folder in ("data", "dropped"):
+                (staging / folder).mkdir(exist_ok=True)
+            manifest = build_manifest(staging, self.header, self.names, self.quality_names)
+            (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+        return
+        yield
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def _executor(config: CurationConfig, pipeline: list, tasks: int, logging_dir: Path, depends: Any, name: str) -> Any:
+    """The configured datatrove executor for one stage; this is the only executor-specific code."""
+    spec = config.executor
+    if spec.kind == "local":
+        from datatrove.executor import LocalPipelineExecutor
+
+        workers = min(spec.workers if spec.workers != -1 else tasks, tasks)
+        return LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir), depends=depends)
+    if spec.kind == "ray":
+        from datatrove.executor.ray import RayPipelineExecutor
+
+        return RayPipelineExecutor(pipeline, tasks=tasks, workers=spec.workers, cpus_per_task=spec.cpus_per_task,
+                                   logging_dir=str(logging_dir), depends=depends)
+    from datatrove.executor import SlurmPipelineExecutor
+
+    return SlurmPipelineExecutor(pipeline, tasks=tasks, time=spec.time, partition=spec.partition, job_name=f"midmix-{name}",
+                                 cpus_per_task=spec.cpus_per_task, mem_per_cpu_gb=spec.mem_per_cpu_gb,
+                                 sbatch_args=spec.sbatch_args, logging_dir=str(logging_dir), depends=depends)
+
+
+@contextmanager
+def _datatrove_logs_to(path: Path) -> Iterator[None]:
+    """Send datatrove's console logging to a file: the CLI shows our progress, not task logs."""
+    from loguru import logger
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as log_file:
+        saved = sys.stderr
+        sys.stderr = log_file
+        logger.remove()
+        logger.add(log_file, level="INFO")
+        try:
+            yield
+        finally:
+            sys.stderr = saved
+            logger.remove()
+            logger.add(sys.stderr, level="WARNING")
+
+
+def curate_corpus(config: CurationConfig, data_dir: Path, progress: ProgressCallback | None = None) -> dict:
+    """Curate ``config.inputs`` into ``DATA/datasets/<version>``; an existing version returns at once."""
+    data_dir = Path(data_dir)
+    plan = plan_curation(config, data_dir)
+    final = data_dir / "datasets" / plan.version
+    if (final / "manifest.json").is_file():
+        return json.loads((final / "manifest.json").read_text(encoding="utf-8"))
+    tasks = config.executor.tasks
+    work = data_dir / ".staging" / f"curate-{plan.version}" / f"tasks-{tasks}"
+    in_process = config.executor.kind == "local" and (config.executor.workers == 1 or tasks == 1)
+    report = (lambda step, done, total: progress(step, done, total)) if progress and in_process else None
+    n_units = len(plan.units)
+    decisions = work / "dedup" / "decisions.parquet"
+    stage_one = _executor(config, stage_one_pipeline(plan, work / "intermediate", report), tasks, work / "logs" / "1-annotate", None, "annotate")
+    stage_two = _executor(config, [DedupClusters(str(work / "intermediate"), str(decisions), n_units, config.dedup, config.inputs, report)],
+                          1, work / "logs" / "2-dedup", stage_one, "dedup")
+    stage_three = _executor(config, [CuratedWriter(str(work / "intermediate"), str(decisions), str(work / "out"), n_units)],
+                            tasks, work / "logs" / "3-write", stage_two, "write")
+    publish = PublishDataset(str(work / "out"), str(final), plan.header, step_names(config), list(config.quality.classifiers))
+    stage_four = _executor(config, [publish], 1, work / "logs" / "4-publish", stage_three, "publish")
+    with _datatrove_logs_to(work / "datatrove.log"):
+        stage_four.run()
+    if not (final / "manifest.json").is_file():
+        return {"version": plan.version, "kind": "dataset", "state": "submitted", "work_dir": str(work)}
+    shutil.rmtree(work.parent, ignore_errors=True)
+    if progress:
+        progress("publish", 1, 1)
+    return json.loads((final / "manifest.json").read_text(encoding="utf-8"))

@@ -1,0 +1,173 @@
+"""Parquet writers of the curation stages: per-unit intermediate files and the final parts.
+
+Stage 1 writes every document (kept or dropped so far) of input unit ``u`` to
+``intermediate/unit-<u>.parquet`` with its dedup hash and signature. Stage 3 applies the global
+dedup decisions and splits each unit into ``data/part-<u>.parquet`` (``CURATED_SCHEMA``) and
+``dropped/part-<u>.parquet`` (``DROPPED_SCHEMA``). File names and row order depend only on the
+inputs, never on the number of tasks, so reruns produce byte-identical files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+
+from pipelines.dedup.minhash import EXACT_HASH, SIGNATURE
+from pipelines.readers import UNIT
+from pipelines.schema import CURATED_SCHEMA, DROPPED_SCHEMA
+from pipelines.steps.base import DROP_REASON, DROP_STEP
+
+INTERMEDIATE_SCHEMA = DROPPED_SCHEMA.append(pa.field(EXACT_HASH, pa.uint64())).append(pa.field(SIGNATURE, pa.binary()))
+DECISIONS_SCHEMA = pa.schema(
+    [
+        pa.field("unit", pa.int32()),
+        pa.field("row", pa.int64()),
+        pa.field("dup_cluster", pa.string()),
+        pa.field("dup_cluster_size", pa.int32()),
+        pa.field(DROP_REASON, pa.string()),
+    ]
+)
+_ROW_GROUP = 1024
+_COMPRESSION = "zstd"
+_METADATA_COLUMNS = tuple(name for name in INTERMEDIATE_SCHEMA.names if name not in ("id", "text", "dup_cluster", "dup_cluster_size"))
+
+
+def unit_file(folder: Path | str, unit: int) -> Path:
+    return Path(folder) / f"unit-{unit:05d}.parquet"
+
+
+def part_name(unit: int) -> str:
+    return f"part-{unit:05d}.parquet"
+
+
+def write_table_atomic(table: pa.Table, path: Path) -> None:
+    """Write a Parquet file under a temporary name, then rename: no reader sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, row_group_size=_ROW_GROUP, compression=_COMPRESSION)
+    os.replace(tmp, path)
+
+
+def _row(doc: Document) -> dict[str, Any]:
+    row = {name: doc.metadata.get(name) for name in _METADATA_COLUMNS}
+    row["id"] = doc.id
+    row["text"] = doc.text
+    return row
+
+
+class _UnitWriter:
+    """Streams one unit's rows to Parquet in row groups, renamed into place on close."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.writer = pq.ParquetWriter(self.tmp, INTERMEDIATE_SCHEMA, compression=_COMPRESSION)
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= _ROW_GROUP:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.writer.write_table(pa.Table.from_pylist(self.rows, schema=INTERMEDIATE_SCHEMA))
+            self.rows = []
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+
+
+class IntermediateWriter(PipelineStep):
+    """End of stage 1: every document of each unit, in order, to ``unit-<u>.parquet``."""
+
+    name = "intermediate"
+    type = "💽 - WRITER"
+
+    def __init__(self, folder: str, progress: Callable[[str, int, int | None], None] | None = None):
+        super().__init__()
+        self.folder = folder
+        self.progress = progress
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        writer: _UnitWriter | None = None
+        unit = None
+        done = 0
+        for doc in data:
+            if doc.metadata[UNIT] != unit:
+                if writer is not None:
+                    writer.close()
+                unit = doc.metadata[UNIT]
+                writer = _UnitWriter(unit_file(self.folder, unit))
+            writer.add(_row(doc))
+            done += 1
+            self.stat_update("kept" if DROP_STEP not in doc.metadata else "dropped")
+            if self.progress is not None and done % 256 == 0:
+                self.progress("curate", done, None)
+        if writer is not None:
+            writer.close()
+        if self.progress is not None:
+            self.progress("curate", done, None)
+        return
+        yield
+
+
+def finalize_unit(intermediate: pa.Table, decisions: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """Apply dedup decisions to one unit; return its (kept, dropped) tables in input order."""
+    ids = intermediate.column("id").to_pylist()
+    drop_steps = intermediate.column(DROP_STEP).to_pylist()
+    drop_reasons = intermediate.column(DROP_REASON).to_pylist()
+    clusters: list[str | None] = [doc_id if step is None else None for doc_id, step in zip(ids, drop_steps)]
+    sizes: list[int | None] = [1 if step is None else None for step in drop_steps]
+    for row, cluster, size, reason in zip(*(decisions.column(name).to_pylist() for name in ("row", "dup_cluster", "dup_cluster_size", DROP_REASON))):
+        clusters[row], sizes[row] = cluster, size
+        if reason is not None:
+            drop_steps[row], drop_reasons[row] = "dedup", reason
+    table = intermediate.set_column(intermediate.schema.get_field_index("dup_cluster"), "dup_cluster", pa.array(clusters, pa.string()))
+    table = table.set_column(table.schema.get_field_index("dup_cluster_size"), "dup_cluster_size", pa.array(sizes, pa.int32()))
+    table = table.set_column(table.schema.get_field_index(DROP_STEP), DROP_STEP, pa.array(drop_steps, pa.string()))
+    table = table.set_column(table.schema.get_field_index(DROP_REASON), DROP_REASON, pa.array(drop_reasons, pa.string()))
+    kept_mask = pc.is_null(table.column(DROP_STEP))
+    kept = table.filter(kept_mask).select(CURATED_SCHEMA.names).cast(CURATED_SCHEMA)
+    dropped = table.filter(pc.invert(kept_mask)).select(DROPPED_SCHEMA.names).cast(DROPPED_SCHEMA)
+    return kept, dropped
+
+
+class CuratedWriter(PipelineStep):
+    """Stage 3: for each of this task's units, write its kept and dropped parts."""
+
+    name = "write"
+    type = "💽 - WRITER"
+
+    def __init__(self, intermediate_dir: str, decisions_path: str, out_dir: str, n_units: int):
+        super().__init__()
+        self.intermediate_dir = intermediate_dir
+        self.decisions_path = decisions_path
+        self.out_dir = out_dir
+        self.n_units = n_units
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        decisions = pq.read_table(self.decisions_path)
+        for unit in range(rank, self.n_units, world_size):
+            intermediate = pq.read_table(unit_file(self.intermediate_dir, unit), schema=INTERMEDIATE_SCHEMA)
+            mine = decisions.filter(pc.equal(decisions.column("unit"), unit))
+            kept, dropped = finalize_unit(intermediate, mine)
+            for folder, table in (("data", kept), ("dropped", dropped)):
+                if len(table):
+                    write_table_atomic(table, Path(self.out_dir) / folder / part_name(unit))
+            self.stat_update("kept", value=len(kept))
+            self.stat_update("dropped", value=len(dropped))
+        return
+        yield
+
+

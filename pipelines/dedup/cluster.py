@@ -1,0 +1,157 @@
+"""Global dedup clustering: exact groups plus MinHash LSH candidates verified by exact Jaccard.
+
+Only ids, hashes, signatures and scores are held for the whole corpus; texts are re-read just
+for the candidate pairs LSH proposes, to compute their true shingle Jaccard. Banding finds the
+pairs (20 bands x 5 rows catch a 0.8-Jaccard pair with probability 0.9996); verification keeps
+precision, so more bands cost only extra checks, never false merges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from pipelines.config import DedupConfig
+from pipelines.steps.words import mix64, ngram_hashes, split_words
+
+_ALL_PAIRS_UP_TO = 8
+_ESTIMATE_SLACK = 0.25  # an estimate this far below the threshold is >5 sigma from a true match
+
+
+@dataclass(frozen=True)
+class DedupInput:
+    """The per-document columns clustering needs, in global document order."""
+
+    exact_hashes: np.ndarray  # uint64
+    signatures: np.ndarray  # (n, num_perm) uint32
+    has_signature: np.ndarray  # bool
+    quality: np.ndarray  # float64, NaN when unscored
+
+
+@dataclass(frozen=True)
+class DedupResult:
+    """Per document: its cluster's keeper, the cluster size and, for removed ones, why."""
+
+    keeper: np.ndarray  # int64 global index of the kept doc of its cluster
+    size: np.ndarray  # int64
+    reason: list[str | None]
+
+
+class _UnionFind:
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, item: int) -> int:
+        parent = self.parent
+        while parent[item] != item:
+            parent[item] = parent[parent[item]]
+            item = parent[item]
+        return item
+
+    def union(self, a: int, b: int) -> None:
+        root_a, root_b = self.find(a), self.find(b)
+        if root_a != root_b:
+            self.parent[max(root_a, root_b)] = min(root_a, root_b)
+
+
+def shingle_set(text: str, ngram: int) -> np.ndarray:
+    """Distinct shingle hashes of one (normalised) text, as MinHash saw them."""
+    batch = split_words([text])
+    return np.unique(ngram_hashes(batch.hashes, batch.offsets, ngram)[0])
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact Jaccard similarity of two sorted distinct hash arrays."""
+    if len(a) == 0 and len(b) == 0:
+        return 1.0
+    common = len(np.intersect1d(a, b, assume_unique=True))
+    return common / (len(a) + len(b) - common)
+
+
+def lsh_candidates(signatures: np.ndarray, members: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """Distinct (i, j) pairs, i < j, of ``members`` that share at least one band bucket."""
+    pairs: list[np.ndarray] = []
+    sigs = signatures[members].astype(np.uint64)
+    for band in range(bands):
+        key = np.zeros(len(members), dtype=np.uint64)
+        for column in range(band * rows, (band + 1) * rows):
+            key = key * np.uint64(0x100000001B3) + sigs[:, column]
+        key = mix64(key ^ np.uint64(band))
+        order = np.argsort(key, kind="stable")
+        sorted_keys = key[order]
+        bounds = np.flatnonzero(np.diff(np.concatenate([[1], (sorted_keys[1:] != sorted_keys[:-1]).astype(np.int8), [1]])))
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            if end - start >= 2:
+                pairs.append(_bucket_pairs(members[order[start:end]]))
+    if not pairs:
+        return np.zeros((0, 2), dtype=np.int64)
+    stacked = np.concatenate(pairs)
+    return np.unique(np.sort(stacked, axis=1), axis=0)
+
+
+def _bucket_pairs(bucket: np.ndarray) -> np.ndarray:
+    """All pairs of a small bucket; for a large one, each member with the first and its predecessor."""
+    if len(bucket) <= _ALL_PAIRS_UP_TO:
+        left, right = np.triu_indices(len(bucket), k=1)
+        return np.stack([bucket[left], bucket[right]], axis=1)
+    rest = bucket[1:]
+    return np.concatenate([np.stack([np.full(len(rest), bucket[0]), rest], axis=1), np.stack([bucket[:-1], bucket[1:]], axis=1)])
+
+
+def cluster_documents(data: DedupInput, config: DedupConfig, load_texts: Callable[[np.ndarray], list[str]]) -> DedupResult:
+    """Union exact duplicates and verified near duplicates; keep the best-quality doc of each cluster."""
+    n = len(data.exact_hashes)
+    union = _UnionFind(n)
+    representatives = np.arange(n)
+    if config.exact and n:
+        order = np.argsort(data.exact_hashes, kind="stable")
+        sorted_hashes = data.exact_hashes[order]
+        first_of_run = np.concatenate([[True], sorted_hashes[1:] != sorted_hashes[:-1]])
+        run_first = order[np.maximum.accumulate(np.where(first_of_run, np.arange(n), 0))]
+        for item, first in zip(order[~first_of_run].tolist(), run_first[~first_of_run].tolist()):
+            union.union(first, item)
+        representatives = np.sort(order[first_of_run])
+    if config.minhash and n:
+        members = representatives[data.has_signature[representatives]]
+        candidates = lsh_candidates(data.signatures, members, config.num_bands, config.rows_per_band)
+        for a, b in _verified_pairs(candidates, data, config, load_texts):
+            union.union(a, b)
+    return _choose_keepers(union, data)
+
+
+def _verified_pairs(candidates: np.ndarray, data: DedupInput, config: DedupConfig, load_texts: Callable) -> list[tuple[int, int]]:
+    if len(candidates) == 0:
+        return []
+    estimate = (data.signatures[candidates[:, 0]] == data.signatures[candidates[:, 1]]).mean(axis=1)
+    plausible = candidates[estimate >= config.jaccard_threshold - _ESTIMATE_SLACK]
+    if len(plausible) == 0:
+        return []
+    needed = np.unique(plausible)
+    shingles = {int(index): shingle_set(text, config.ngram) for index, text in zip(needed, load_texts(needed))}
+    return [
+        (int(a), int(b))
+        for a, b in plausible.tolist()
+        if jaccard(shingles[a], shingles[b]) >= config.jaccard_threshold
+    ]
+
+
+def _choose_keepers(union: _UnionFind, data: DedupInput) -> DedupResult:
+    n = len(data.exact_hashes)
+    roots = np.array([union.find(item) for item in range(n)], dtype=np.int64)
+    quality = np.where(np.isnan(data.quality), -np.inf, data.quality)
+    order = np.lexsort((np.arange(n), -quality, roots))
+    first = np.concatenate([[True], roots[order][1:] != roots[order][:-1]]) if n else np.zeros(0, bool)
+    keeper_of_root = dict(zip(roots[order][first].tolist(), order[first].tolist()))
+    keeper = np.array([keeper_of_root[root] for root in roots.tolist()], dtype=np.int64)
+    size = np.bincount(roots, minlength=n)[roots] if n else np.zeros(0, np.int64)
+    reason: list[str | None] = []
+    for item, kept in enumerate(keeper.tolist()):
+        if item == kept:
+            reason.append(None)
+        elif data.exact_hashes[item] == data.exact_hashes[kept]:
+            reason.append("exact_duplicate")
+        else:
+            reason.append("near_duplicate")
+    return DedupResult(keeper=keeper, size=size, reason=reason)

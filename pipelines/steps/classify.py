@@ -1,0 +1,95 @@
+"""fastText steps: language ID, domain tagging and quality scores, each batched.
+
+Steps hold a model *path* (``DATA/models/<sha256>.bin``) and load it lazily inside the task,
+so a step pickles cheaply to worker processes and a model is always the exact bytes the
+version id recorded (``FastTextModel`` caches by content hash, never by path).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from datatrove.data import Document
+
+from classifiers.model import FastTextModel
+from pipelines.steps.base import BatchStep
+
+
+@dataclass(frozen=True)
+class ScoreColumn:
+    """A model file and which of its labels is the score we keep (quality: the positive label)."""
+
+    path: str
+    label: str
+
+
+class LanguageTagger(BatchStep):
+    """Top language label and its probability; optionally drop languages not in ``keep``."""
+
+    name = "language"
+
+    def __init__(self, model_path: str, keep: list[str] | None = None, batch_size: int = 256):
+        super().__init__(batch_size)
+        self.model_path = model_path
+        self.keep = set(keep) if keep is not None else None
+
+    def process_batch(self, docs: list[Document]) -> None:
+        model = FastTextModel.load(self.model_path)
+        scores = model.predict_scores([doc.text for doc in docs])
+        best = scores.argmax(axis=1)
+        for doc, column, row in zip(docs, best, scores):
+            lang = model.labels[column]
+            doc.metadata["lang"] = lang
+            doc.metadata["lang_score"] = float(row[column])
+            if self.keep is not None and lang not in self.keep:
+                self.drop(doc, "language_not_kept")
+
+
+class DomainTagger(BatchStep):
+    """Score per configured domain label (renormalised over them) and the top label."""
+
+    name = "domain"
+
+    def __init__(self, model_path: str, labels: list[str], batch_size: int = 256):
+        super().__init__(batch_size)
+        self.model_path = model_path
+        self.labels = list(labels)
+
+    def process_batch(self, docs: list[Document]) -> None:
+        model = FastTextModel.load(self.model_path)
+        columns = [model.labels.index(label) for label in self.labels]
+        scores = model.predict_scores([doc.text for doc in docs])[:, columns]
+        totals = scores.sum(axis=1, keepdims=True)
+        scores = np.divide(scores, totals, out=np.full_like(scores, 1.0 / len(columns)), where=totals > 0)
+        best = scores.argmax(axis=1)
+        for doc, column, row in zip(docs, best, scores):
+            doc.metadata["domain"] = self.labels[column]
+            doc.metadata["domain_scores"] = {label: float(value) for label, value in zip(self.labels, row)}
+
+
+class QualityScorer(BatchStep):
+    """P(positive label) per quality classifier; the primary one is ``quality_score``.
+
+    With ``min_score`` set, documents below it on the primary classifier are dropped.
+    """
+
+    name = "quality"
+
+    def __init__(self, classifiers: dict[str, ScoreColumn], primary: str, min_score: float | None, batch_size: int = 256):
+        super().__init__(batch_size)
+        self.classifiers = dict(classifiers)
+        self.primary = primary
+        self.min_score = min_score
+
+    def process_batch(self, docs: list[Document]) -> None:
+        texts = [doc.text for doc in docs]
+        per_name = {}
+        for name, column in self.classifiers.items():
+            model = FastTextModel.load(column.path)
+            per_name[name] = model.predict_scores(texts)[:, model.labels.index(column.label)]
+        for index, doc in enumerate(docs):
+            doc.metadata["quality"] = {name: float(scores[index]) for name, scores in per_name.items()}
+            doc.metadata["quality_score"] = float(per_name[self.primary][index])
+            if self.min_score is not None and doc.metadata["quality_score"] < self.min_score:
+                self.drop(doc, "below_min_quality")

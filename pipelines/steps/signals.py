@@ -1,0 +1,110 @@
+"""Heuristic quality signals (Gopher/C4/FineWeb family) computed with a vectorised word splitter.
+
+Words come from ``pipelines.steps.words`` (regex-free byte scan), so the signals cost tens of
+microseconds per document instead of spaCy's milliseconds. The word hashes are kept on the
+document (``_words``) for decontamination and MinHash, which would otherwise split again.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from datatrove.data import Document
+
+from pipelines.schema import SIGNAL_COLUMNS
+from pipelines.steps.base import BatchStep
+from pipelines.steps.words import WordBatch, hash_words, split_words
+
+WORDS = "_words"
+GOPHER_STOPWORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
+_STOPWORD_HASHES = np.sort(hash_words(list(GOPHER_STOPWORDS)))
+_BULLETS = ("\u2022", "\u2023", "\u25b6", "\u25cf", "\u25e6", "\u2013", "* ", "- ")
+_ELLIPSES = ("...", "\u2026")
+
+
+def _top_bigram_ratio(batch: WordBatch) -> np.ndarray:
+    """Per doc: share of word bytes covered by its most frequent word bigram (Gopher)."""
+    n_docs = len(batch.offsets) - 1
+    result = np.zeros(n_docs, dtype=np.float64)
+    total = len(batch.hashes)
+    if total < 2:
+        return result
+    doc_of_word = np.repeat(np.arange(n_docs), np.diff(batch.offsets))
+    same_doc = doc_of_word[:-1] == doc_of_word[1:]
+    keys = (batch.hashes[:-1] * np.uint64(0x100000001B3) + batch.hashes[1:])[same_doc]
+    docs = doc_of_word[:-1][same_doc]
+    spans = (batch.lengths[:-1] + batch.lengths[1:])[same_doc]
+    if len(keys) == 0:
+        return result
+    order = np.argsort(keys ^ (docs.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)))
+    keys, docs, spans = keys[order], docs[order], spans[order]
+    run_start = np.flatnonzero(np.concatenate([[True], (keys[1:] != keys[:-1]) | (docs[1:] != docs[:-1])]))
+    run_count = np.diff(np.append(run_start, len(keys)))
+    covered = run_count * spans[run_start]
+    best = np.zeros(n_docs, dtype=np.float64)
+    np.maximum.at(best, docs[run_start], covered.astype(np.float64))
+    word_bytes = np.add.reduceat(batch.lengths, np.minimum(batch.offsets[:-1], total - 1)).astype(np.float64)
+    has_words = np.diff(batch.offsets) > 0
+    result[has_words] = np.minimum(best[has_words] / np.maximum(word_bytes[has_words], 1.0), 1.0)
+    return result
+
+
+def _line_signals(text: str) -> tuple[float, float, float]:
+    """Bullet, ellipsis and duplicate shares of non-blank lines (normalised text: blank is "")."""
+    lines = text.split("\n")
+    distinct = set(lines)
+    blank = lines.count("")
+    n_lines = len(lines) - blank
+    if n_lines == 0:
+        return 0.0, 0.0, 0.0
+    bullets = sum(1 for line in lines if line.lstrip().startswith(_BULLETS))
+    ellipses = sum(1 for line in lines if line.endswith(_ELLIPSES))
+    duplicate = 1.0 - (len(distinct) - (1 if blank else 0)) / n_lines
+    return bullets / n_lines, ellipses / n_lines, duplicate
+
+
+def compute_signals(texts: list[str]) -> tuple[list[dict[str, float]], WordBatch]:
+    """The ``sig_*`` values of each text, and the word batch they came from."""
+    batch = split_words(texts)
+    counts = np.diff(batch.offsets)
+    safe = np.maximum(counts, 1)
+    starts = np.minimum(batch.offsets[:-1], max(len(batch.hashes) - 1, 0))
+
+    def per_doc(values: np.ndarray) -> np.ndarray:
+        if len(values) == 0:
+            return np.zeros(len(counts))
+        return np.where(counts > 0, np.add.reduceat(values, starts), 0)
+
+    mean_length = per_doc(batch.lengths) / safe
+    alpha = per_doc(batch.has_letter.astype(np.int64)) / safe
+    stop = per_doc(np.isin(batch.hashes, _STOPWORD_HASHES).astype(np.int64)) / safe
+    top_bigram = _top_bigram_ratio(batch)
+    rows = []
+    for index, text in enumerate(texts):
+        bullets, ellipsis, duplicate = _line_signals(text)
+        symbols = text.count("#") + text.count("...") + text.count("\u2026")
+        values = (
+            float(counts[index]),
+            float(mean_length[index]),
+            symbols / float(safe[index]),
+            float(alpha[index]),
+            float(stop[index]),
+            bullets,
+            ellipsis,
+            duplicate,
+            float(top_bigram[index]),
+            1.0 - len(text.encode("ascii", "ignore")) / len(text) if text else 0.0,
+        )
+        rows.append(dict(zip(SIGNAL_COLUMNS, values)))
+    return rows, batch
+
+
+class HeuristicSignals(BatchStep):
+    """Attach every ``sig_*`` signal and the document's word hashes; drops nothing."""
+
+    name = "signals"
+
+    def process_batch(self, docs: list[Document]) -> None:
+        rows, batch = compute_signals([doc.text for doc in docs])
+        for index, (doc, signals) in enumerate(zip(docs, rows)):
+            doc.metadata.update(signals)
+            doc.metadata[WORDS] = batch.doc_hashes(index)
