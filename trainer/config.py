@@ -68,6 +68,7 @@ class TrainConfig(BaseModel):
     checkpoint: CheckpointConfig = CheckpointConfig()
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    cpu_threads: int | None = Field(default=None, ge=1, description="torch threads on CPU; None: torch's default")
     out_dir: Path = Path("train-out")
 
     @model_validator(mode="after")

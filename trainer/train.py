@@ -64,11 +64,12 @@ class Runtime:
 
 @dataclass
 class Position:
-    """Where a run is: the phase (index into the trained phases), the next step in it, steps done overall."""
+    """Where a run is: the phase (index into the trained phases), the next step in it, steps and tokens done."""
 
     phase_index: int = 0
     next_step: int = 0
     global_step: int = 0
+    tokens: int = 0
 
 
 class _ResolvedShards:
@@ -84,6 +85,9 @@ class _ResolvedShards:
 def train(config: TrainConfig, progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Train on the configured mixture; returns a summary (per-phase loss, eval loss, shares, data wait)."""
     runtime = start_runtime(config.device)
+    if config.cpu_threads is not None:
+        # Small models on shared CPUs run many times faster without intra-op thread contention.
+        torch.set_num_threads(config.cpu_threads)
     try:
         return _train(config, runtime, progress or (lambda event: None))
     finally:
@@ -159,14 +163,16 @@ def _train(config: TrainConfig, runtime: Runtime, progress: ProgressCallback) ->
         )
         phase_summary["eval"] = evaluate(model, runtime, cache, manifest, int(phase["seq_len"]), eos_id, config.eval_sequences)
         phase_summary["shares"] = stream.realized_shares(steps)
-        position = Position(phase_index=index + 1, next_step=0, global_step=position.global_step)
+        position = Position(index + 1, 0, position.global_step, position.tokens)
         if metrics is not None:
             metrics.write({"kind": "phase_end", **phase_summary})
-        _checkpoint(config, runtime, model, optimizer, position, phase_lrs, config.mixture)
+        _checkpoint(config, runtime, model, optimizer, position, phase_lrs)
+        cache.release(phase_shards(phase))  # the next phases' shards may now take their room
         progress({"event": "phase_end", **phase_summary})
         summary["phases"].append(phase_summary)
         summary["data_wait_s"] += phase_summary["data_wait_s"]
         summary["step_s"] += phase_summary["step_s"]
+    cache.close()
     if metrics is not None:
         metrics.close()
     summary["global_steps"] = position.global_step
@@ -215,13 +221,14 @@ def _train_phase(
         loss = optimizer_step(wrapped, model, optimizer, micro_batches, lr, config.grad_clip, runtime)
         position.global_step += 1
         position.next_step = step + 1
+        position.tokens += tokens_per_step
         step_time = time.perf_counter() - step_started
         wait_total += wait
         step_total += step_time
         recent_losses = (recent_losses + [loss])[-10:]
         record = {
             "kind": "step", "global_step": position.global_step - 1, "phase": phase["name"], "phase_step": step,
-            "loss": loss, "lr": lr, "tokens": position.global_step * tokens_per_step,
+            "loss": loss, "lr": lr, "tokens": position.tokens,
             "data_wait_s": wait, "step_s": step_time,
         }
         if (step + 1) % config.log_every == 0 and step + 1 < steps:
@@ -231,7 +238,7 @@ def _train_phase(
         progress({"event": "step", **record, "steps": steps})
         every = config.checkpoint.every
         if every and position.global_step % every == 0 and step + 1 < steps:
-            _checkpoint(config, runtime, model, optimizer, position, phase_lrs, config.mixture)
+            _checkpoint(config, runtime, model, optimizer, position, phase_lrs)
     del batches  # stops DataLoader workers before the next phase starts its own
     return {
         "phase": phase["name"], "global_step": position.global_step, "steps": steps,
@@ -412,7 +419,6 @@ def _checkpoint(
     optimizer: torch.optim.Optimizer,
     position: Position,
     phase_lrs: list[PhaseLr],
-    mixture: str,
 ) -> None:
     if runtime.is_main:
         state = {
