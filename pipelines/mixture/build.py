@@ -52,7 +52,7 @@ PARQUET_OPTIONS = {
 TEST_SLOW_ENV = "MIDMIX_TEST_SLOW_BUILD"
 """Test-only: seconds to sleep after each shard, so a crash test can kill a build mid-way."""
 
-_DOC_COLUMNS = "dataset, file, row_index, id, source, domain, quality_score"
+_DOC_COLUMNS = "dataset, file, row_index, id, source, domain, quality_score, n_tokens"
 
 
 def mixture_version(spec: MixtureSpec, catalog: Catalog) -> str:
@@ -100,7 +100,7 @@ def _build(
     tokenizer = Tokenizer(spec.tokenizer)
     texts = TextReader(data_dir)
     phases = [
-        build_phase(con, phase_spec, phase_plan, tokenizer, texts, staging, report)
+        build_phase(con, phase_spec, phase_plan, tokenizer, texts, staging, report, plan.tokens_exact)
         for phase_spec, phase_plan in zip(spec.phases, plan.phases)
     ]
     eval_shards = build_eval(con, plan, tokenizer, texts, staging, report) if spec.eval else {}
@@ -127,10 +127,11 @@ def build_phase(
     texts: "TextReader",
     staging: Path,
     report: ProgressCallback,
+    exact_counts: bool,
 ) -> dict:
     """Write one phase's component shards; returns the phase's manifest entry."""
     components = [
-        build_component(con, phase, plan, component, tokenizer, texts, staging, report)
+        build_component(con, phase, plan, component, tokenizer, texts, staging, report, exact_counts)
         for component in plan.components
     ]
     return {
@@ -150,32 +151,46 @@ def build_component(
     texts: "TextReader",
     staging: Path,
     report: ProgressCallback,
+    exact_counts: bool,
 ) -> dict:
     """Select, tokenize and repeat one component's documents, then write its shards."""
     step = f"{phase.name}/{plan.name}"
     component = next(c for c in phase.components if c.name == plan.name)
     docs = _selected_docs(con, phase, plan, component.select)
     report(step, 0, None)
-    table = _shard_table(docs, tokenizer, texts)
-    n_tokens = table.column("n_tokens").to_numpy()
-    available = int(n_tokens.sum())
-    if plan.requested_tokens > 0 and plan.requested_tokens > available * component.max_epochs * (1 + EPOCH_TOLERANCE):
-        raise MidmixError(
-            f"phase '{phase.name}': component '{plan.name}' needs {plan.requested_tokens / available:.2f} epochs "
-            f"with the mixture's tokenizer, cap is {component.max_epochs:g}; lower its weight or raise max_epochs"
-        )
     partial_order = np.argsort(docs.column("partial_key").to_numpy(zero_copy_only=False), kind="stable")
-    sequence = epoch_sequence(n_tokens, plan.requested_tokens, partial_order)
+    if exact_counts:
+        # The catalog's counts are this tokenizer's: plan the rows first, encode only the documents used.
+        available = int(plan.available_tokens)
+        sequence = epoch_sequence(docs.column("n_tokens").to_numpy(), plan.requested_tokens, partial_order)
+        used = np.unique(sequence)
+        table = _shard_table(docs.take(pa.array(used)), tokenizer, texts)
+        sequence = np.searchsorted(used, sequence)
+    else:
+        table = _shard_table(docs, tokenizer, texts)
+        n_tokens = table.column("n_tokens").to_numpy()
+        available = int(n_tokens.sum())
+        _check_epochs(phase.name, plan, available, component.max_epochs)
+        sequence = epoch_sequence(n_tokens, plan.requested_tokens, partial_order)
     shards = write_shards(table.take(pa.array(sequence, pa.int64())), staging, f"phases/{phase.name}/{plan.name}", step, report)
     realized = sum(s["tokens"] for s in shards)
     return {
         "name": plan.name, "weight": plan.weight, "target_tokens": plan.requested_tokens,
         "realized_tokens": realized, "docs": len(sequence), "unique_docs": int(len(np.unique(sequence))),
-        "available_docs": table.num_rows, "available_tokens": available,
+        "available_docs": docs.num_rows, "available_tokens": available,
         "epochs": round(realized / available, 6) if available else 0.0, "max_epochs": component.max_epochs,
         "general": plan.general, "datasets": plan.datasets, "selection": plan.selection,
         "thresholds": plan.thresholds, "shards": shards,
     }  # fmt: skip
+
+
+def _check_epochs(phase: str, plan: ComponentPlan, available: int, cap: float) -> None:
+    """Recheck the repetition cap with counts from the mixture's own tokenizer."""
+    if plan.requested_tokens > 0 and plan.requested_tokens > available * cap * (1 + EPOCH_TOLERANCE):
+        raise MidmixError(
+            f"phase '{phase}': component '{plan.name}' needs {plan.requested_tokens / max(available, 1):.2f} epochs "
+            f"with the mixture's tokenizer, cap is {cap:g}; lower its weight or the token_budget, or raise max_epochs"
+        )
 
 
 def epoch_sequence(n_tokens: np.ndarray, target: int, partial_order: np.ndarray) -> np.ndarray:
