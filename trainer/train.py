@@ -130,7 +130,8 @@ def _train(config: TrainConfig, runtime: Runtime, progress: ProgressCallback) ->
     resumed = _resume(config, runtime, model, optimizer)
     if resumed is not None:
         position, phase_lrs = resumed
-    wrapped = DistributedDataParallel(model) if runtime.world_size > 1 else model
+    # Rotary tables are rebuilt identically on every rank, so DDP need not broadcast buffers.
+    wrapped = DistributedDataParallel(model, broadcast_buffers=False) if runtime.world_size > 1 else model
     if runtime.is_main:
         cache.prefetch([shard for phase in phases[position.phase_index :] for shard in phase_shards(phase)])
     metrics = MetricsLog(config.out_dir / "metrics.jsonl", position.global_step) if runtime.is_main else None
