@@ -10,12 +10,13 @@ import hashlib
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from classifiers.card import ModelCard, TrainedOn
+from classifiers.fit import fit_in_subprocess
 from classifiers.jsonl import read_jsonl
 from classifiers.model import FastTextModel
 from classifiers.split import DEFAULT_SPLIT, is_heldout
@@ -131,8 +132,15 @@ def train_classifier(
     positive_label: str | None = None,
     trained_on: TrainedOn | None = None,
     out_path: Path | None = None,
+    max_chars: int = 4000,
+    chunk_words: int | None = None,
 ) -> tuple[Path, ModelCard]:
-    """Train on the train split, evaluate on the held-out split; return the .bin and its card."""
+    """Train on the train split, evaluate on the held-out split; return the .bin and its card.
+
+    Training lines keep the first ``max_chars`` characters of each document; ``chunk_words``
+    splits them into lines of that many words (more, shorter examples: what language ID needs).
+    Evaluation always scores whole documents, as prediction does.
+    """
     train, held_out = split_examples(examples, eval_fraction, split_key)
     labels = sorted({example[1] for example in train})
     if len(labels) < 2:
@@ -145,7 +153,7 @@ def train_classifier(
         raise MidmixError(f"positive label {positive!r} is not among the labels {labels}")
     out_path = Path(out_path) if out_path else Path(tempfile.mkdtemp(prefix="midmix-ft-")) / f"{name}.bin"
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    _fit(train, params, out_path)
+    _fit(_training_lines(train, max_chars, chunk_words), params, out_path)
     model = FastTextModel.load(out_path)
     metrics = evaluate(model, held_out, positive_label=positive) if held_out else None
     card = ModelCard(
@@ -157,7 +165,12 @@ def train_classifier(
         train_docs=len(train),
         eval_docs=len(held_out),
         metrics=metrics.model_dump() if metrics else {},
-        params={**params.model_dump(), "eval_fraction": eval_fraction},
+        params={
+            **params.model_dump(),
+            "eval_fraction": eval_fraction,
+            "train_max_chars": max_chars,
+            "train_chunk_words": chunk_words,
+        },
         trained_on=trained_on,
     )
     return out_path, card
@@ -167,18 +180,26 @@ def _default_positive(labels: list[str]) -> str | None:
     return next((label for label in labels if label.lower() in POSITIVE_LABELS), None)
 
 
-def _fit(train: Sequence[tuple[str, ...]], params: FastTextParams, out_path: Path) -> None:
-    import fasttext
+def _training_lines(
+    train: Sequence[tuple[str, ...]], max_chars: int, chunk_words: int | None
+) -> Iterator[str]:
+    for example in train:
+        line = fasttext_line(example[0], max_chars)
+        if not chunk_words:
+            yield f"__label__{example[1]} {line}\n"
+            continue
+        words = line.split(" ")
+        for start in range(0, len(words), chunk_words):
+            yield f"__label__{example[1]} {' '.join(words[start : start + chunk_words])}\n"
 
+
+def _fit(lines: Iterable[str], params: FastTextParams, out_path: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="midmix-ft-train-") as work:
         train_file = Path(work) / "train.txt"
         with open(train_file, "w", encoding="utf-8") as handle:
-            for example in train:
-                handle.write(f"__label__{example[1]} {fasttext_line(example[0])}\n")
-        # thread=1 with a fixed seed: fastText's Hogwild updates are then reproducible.
-        native = fasttext.train_supervised(input=str(train_file), thread=1, verbose=0, **params.model_dump())
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    native.save_model(str(tmp))
+            handle.writelines(lines)
+        tmp = out_path.with_name(out_path.name + ".tmp")
+        fit_in_subprocess(train_file, params.model_dump(), tmp)
     tmp.replace(out_path)
 
 

@@ -1,0 +1,42 @@
+"""Run one fastText training in a fresh interpreter (``python -m classifiers.fit REQUEST``).
+
+Why a separate process: this fastText build sometimes raises "Encountered NaN" (or trains
+differently) on a second ``train_supervised`` call in the same process, while the first call
+in a fresh process is reproducible byte for byte. A subprocess, unlike multiprocessing's
+spawn, never re-imports the caller's ``__main__``, so scripts need no main guard.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from midmix.errors import MidmixError
+
+
+def fit_in_subprocess(train_file: Path, params: dict[str, Any], out_path: Path) -> None:
+    """Train a supervised model from a fastText-format file and save it to ``out_path``."""
+    request = json.dumps({"input": str(train_file), "params": params, "output": str(out_path)})
+    done = subprocess.run(
+        [sys.executable, "-m", "classifiers.fit", request], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise MidmixError(f"fastText training failed: {reason}; change the params (for example lower lr)")
+
+
+def main(argv: list[str]) -> int:
+    """Child side: train with ``thread=1`` (reproducible updates) and save the model."""
+    import fasttext
+
+    request = json.loads(argv[0])
+    native = fasttext.train_supervised(input=request["input"], thread=1, verbose=0, **request["params"])
+    native.save_model(request["output"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
