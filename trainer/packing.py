@@ -43,7 +43,7 @@ class TokenStream:
 
 @dataclass(frozen=True)
 class PackedSequences:
-    """``n`` packed sequences; every array is int64 ``[n, seq_len]``."""
+    """``n`` packed sequences; every array is int64 ``[n, seq_len]`` (inputs may be views of the stream)."""
 
     input_ids: np.ndarray
     targets: np.ndarray
@@ -91,11 +91,24 @@ def pack_sequences(stream: TokenStream, seq_len: int, n_sequences: int | None = 
     needed = n_sequences * seq_len + 1
     if len(stream) < needed:
         raise ValueError(f"packing {n_sequences} x {seq_len} needs {needed} stream tokens, got {len(stream)}")
-    rows = np.arange(n_sequences, dtype=np.int64)[:, None] * seq_len + np.arange(seq_len, dtype=np.int64)
-    input_ids = stream.tokens[rows]
-    doc_ids = stream.doc_ids[rows]
-    targets = np.where(stream.doc_ids[rows + 1] == doc_ids, stream.tokens[rows + 1], IGNORE_INDEX)
-    positions = stream.positions[rows]
+    window = stream.window(0, needed)
+    return pack_windows(TokenStream(window.tokens[None], window.doc_ids[None], window.positions[None]), seq_len)
+
+
+def pack_windows(windows: TokenStream, seq_len: int) -> PackedSequences:
+    """Pack a ``[W, n * seq_len + 1]`` stack of independent stream windows into ``W * n`` sequences.
+
+    Sequence ``j`` of a window is its tokens ``[j*L, j*L + L + 1)``: inputs and targets are the
+    window shifted by one, reshaped.
+    """
+    count, width = windows.tokens.shape
+    per_window = (width - 1) // seq_len
+    shape = (count * per_window, seq_len)
+    input_ids = windows.tokens[:, :-1].reshape(shape)
+    doc_ids = windows.doc_ids[:, :-1].reshape(shape)
+    same_doc = windows.doc_ids[:, 1:].reshape(shape) == doc_ids
+    targets = np.where(same_doc, windows.tokens[:, 1:].reshape(shape), IGNORE_INDEX)
+    positions = windows.positions[:, :-1].reshape(shape)
     continued = doc_ids == doc_ids[:, :1]
     position_ids = np.where(continued, positions - positions[:, :1], positions)
     return PackedSequences(input_ids=input_ids, targets=targets, position_ids=position_ids, doc_ids=doc_ids)

@@ -27,10 +27,13 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from midmix.errors import MidmixError, NotFoundError
 from trainer.blend import blend_schedule
-from trainer.packing import PackedSequences, document_stream, pack_sequences
+from trainer.packing import PackedSequences, TokenStream, pack_windows
 
 _CACHED_ROW_GROUPS = 4
 """Decoded row groups kept per component: micro-batches of one step mostly share them."""
+
+_ITEMS_PER_BLOCK = 8
+"""Micro-batches built per vectorised call: amortises numpy call overhead over more tokens."""
 
 
 def phase_by_name(manifest: dict, name: str) -> dict:
@@ -82,6 +85,7 @@ class PhaseStream(IterableDataset):
         self.component_names = [component["name"] for component in components]
         self._shards = [[_local_shard(self.name, shard_path, entry) for entry in c["shards"]] for c in components]
         n_tokens, domains = zip(*(_token_counts(shards) for shards in self._shards))
+        self._component_tokens: list[np.ndarray] = list(n_tokens)
         self.domain_names = sorted(set().union(*(set(names) for names, _ in domains)))
         rows = [len(counts) for counts in n_tokens]
         if sum(rows) == 0:
@@ -129,56 +133,95 @@ class PhaseStream(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         worker = get_worker_info()
         worker_id, workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
-        readers = [_ComponentReader(shards) for shards in self._shards]
+        readers = [
+            _ComponentReader(shards, counts, f"phase {self.name!r}, component {name!r}")
+            for shards, counts, name in zip(self._shards, self._component_tokens, self.component_names)
+        ]
         per_step = self.micro_batches_per_step
         items = (self.steps_in_phase() - self.start_step) * per_step
         # Item-level round robin matches the DataLoader's in-order fetching from its workers.
-        for item in range(worker_id, items, workers):
-            step, micro_step = divmod(item, per_step)
-            step += self.start_step
-            first = step * self.global_batch_size + self.rank * self.rank_batch_size + micro_step * self.micro_batch_size
-            packed = self._pack(readers, first)
-            yield {
-                "input_ids": torch.from_numpy(packed.input_ids),
-                "targets": torch.from_numpy(packed.targets),
-                "position_ids": torch.from_numpy(packed.position_ids),
-                "doc_ids": torch.from_numpy(packed.doc_ids),
-                "step": step,
-                "micro_step": micro_step,
-            }
+        mine = np.arange(worker_id, items, workers)
+        for block in np.array_split(mine, -(-len(mine) // _ITEMS_PER_BLOCK)) if len(mine) else []:
+            steps, micro_steps = np.divmod(block, per_step)
+            steps += self.start_step
+            first_sequences = (
+                steps * self.global_batch_size + self.rank * self.rank_batch_size + micro_steps * self.micro_batch_size
+            )
+            packed = self._pack(readers, first_sequences)
+            for number, (step, micro_step) in enumerate(zip(steps.tolist(), micro_steps.tolist())):
+                rows = slice(number * self.micro_batch_size, (number + 1) * self.micro_batch_size)
+                yield {
+                    "input_ids": torch.from_numpy(packed.input_ids[rows]),
+                    "targets": torch.from_numpy(packed.targets[rows]),
+                    "position_ids": torch.from_numpy(packed.position_ids[rows]),
+                    "doc_ids": torch.from_numpy(packed.doc_ids[rows]),
+                    "step": step,
+                    "micro_step": micro_step,
+                }
 
-    def _pack(self, readers: list["_ComponentReader"], first_sequence: int) -> PackedSequences:
-        """Sequences ``[first_sequence, first_sequence + micro_batch_size)`` of the phase."""
-        begin = first_sequence * self.seq_len
-        end = begin + self.micro_batch_size * self.seq_len + 1
-        first_doc = int(np.searchsorted(self._ends, begin, side="right"))
-        last_doc = int(np.searchsorted(self._ends, end - 1, side="right"))
-        docs = slice(first_doc, last_doc + 1)
-        components, rows = self._component[docs], self._row[docs]
-        starts = np.empty(len(rows), dtype=np.int64)
-        lengths = self._n_tokens[docs]
-        chunks, base = [], 0
+    def _pack(self, readers: list["_ComponentReader"], first_sequences: np.ndarray) -> PackedSequences:
+        """For each start, the ``micro_batch_size`` sequences from there, stacked in one array."""
+        width = self.micro_batch_size * self.seq_len + 1
+        return pack_windows(self._windows(readers, first_sequences * self.seq_len, width), self.seq_len)
+
+    def _windows(self, readers: list["_ComponentReader"], begins: np.ndarray, width: int) -> TokenStream:
+        """Stream tokens ``[b, b + width)`` for each ``b`` in ``begins``, as ``[len(begins), width]`` arrays.
+
+        Gathered straight from the decoded row groups: only the windows' tokens are touched (a
+        long document is never copied whole), with one vectorised gather per (component, row
+        group) the windows span, and a handful of numpy calls for the whole block.
+        """
+        ends = begins + width
+        first = np.searchsorted(self._ends, begins, side="right")
+        counts = np.searchsorted(self._ends, ends - 1, side="right") - first + 1
+        # The documents each window touches, concatenated; `entry` indexes this list.
+        docs = np.repeat(first - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()))
+        window_of = np.repeat(np.arange(len(begins)), counts)
+        lengths, doc_end = self._n_tokens[docs], self._ends[docs]
+        doc_start = doc_end - lengths - 1
+        spans = np.minimum(doc_end, ends[window_of]) - np.maximum(doc_start, begins[window_of])
+        entry = np.repeat(np.arange(len(docs)), spans)
+        positions = (begins[:, None] + np.arange(width)).ravel() - doc_start[entry]
+        is_eos = positions == lengths[entry]
+
+        # Where each document's ids start in its decoded row group, and which group that is.
+        base = np.zeros(len(docs), dtype=np.int64)
+        segment = np.zeros(len(docs), dtype=np.int64)
+        arrays: list[np.ndarray] = []
+        components = self._component[docs]
         for index in np.unique(components):
-            mine = components == index
-            values, offsets = readers[index].read(int(rows[mine][0]), int(rows[mine][-1]) + 1)
-            if not np.array_equal(np.diff(offsets), lengths[mine]):
-                raise MidmixError(
-                    f"phase {self.name!r}, component {self.component_names[index]!r}: input_ids lengths "
-                    "disagree with n_tokens; the shard is corrupt, delete it from the cache and fetch it again"
-                )
-            starts[mine] = base + offsets[:-1]
-            chunks.append(values)
-            base += len(values)
-        stream = document_stream(np.concatenate(chunks), starts, lengths, self.eos_id, first_doc)
-        skip = begin - int(self._ends[first_doc] - self._n_tokens[first_doc] - 1)
-        return pack_sequences(stream.window(skip, skip + end - begin), self.seq_len, self.micro_batch_size)
+            chosen = np.flatnonzero(components == index)
+            rows, order = np.unique(self._row[docs[chosen]], return_inverse=True)
+            for group, members, offsets in readers[index].locate(rows):
+                hit = np.isin(order, members)
+                segment[chosen[hit]] = len(arrays)
+                base[chosen[hit]] = offsets[np.searchsorted(members, order[hit])]
+                arrays.append(group)
+        source = base[entry] + positions
+        tokens = np.full(len(entry), self.eos_id, dtype=np.int64)
+        token_segment = segment[entry] if len(arrays) > 1 else None
+        for number, values in enumerate(arrays):
+            if not len(values):
+                continue
+            clipped = np.minimum(source, len(values) - 1)  # EOS slots point past the ids; reset below
+            if token_segment is None:
+                tokens[:] = values[clipped]
+            else:
+                hit = token_segment == number
+                tokens[hit] = values[clipped[hit]]
+        tokens[is_eos] = self.eos_id
+        shape = (len(begins), width)
+        return TokenStream(tokens.reshape(shape), docs[entry].reshape(shape), positions.reshape(shape))
 
 
 class _ComponentReader:
-    """Reads a row range of one component's shards, decoding and caching whole row groups."""
+    """Decodes one component's shards a row group at a time, keeping the last few decoded."""
 
-    def __init__(self, shards: list[Path]):
+    def __init__(self, shards: list[Path], n_tokens: np.ndarray, where: str):
+        self._paths = shards
         self._files = [pq.ParquetFile(path) for path in shards]
+        self._n_tokens = n_tokens
+        self._where = where
         # (shard, row group) for each row group, and the component row where each starts.
         groups, starts = [], [0]
         for shard, handle in enumerate(self._files):
@@ -189,19 +232,13 @@ class _ComponentReader:
         self._group_starts = np.array(starts, dtype=np.int64)
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
-    def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """Flat uint32 ids of rows ``[start, stop)`` and their offsets (``stop - start + 1``)."""
-        first = int(np.searchsorted(self._group_starts, start, side="right")) - 1
-        last = int(np.searchsorted(self._group_starts, stop - 1, side="right")) - 1
-        values, offsets, base = [], [np.zeros(1, dtype=np.int64)], 0
-        for group in range(first, last + 1):
-            group_values, group_offsets = self._row_group(group)
-            lo = max(start - int(self._group_starts[group]), 0)
-            hi = min(stop - int(self._group_starts[group]), len(group_offsets) - 1)
-            values.append(group_values[group_offsets[lo] : group_offsets[hi]])
-            offsets.append(group_offsets[lo + 1 : hi + 1] - group_offsets[lo] + base)
-            base += int(group_offsets[hi] - group_offsets[lo])
-        return np.concatenate(values), np.concatenate(offsets)
+    def locate(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """For ascending component ``rows``: (group ids, which of ``rows`` it holds, their offsets)."""
+        owners = np.searchsorted(self._group_starts, rows, side="right") - 1
+        for group in np.unique(owners):
+            members = np.flatnonzero(owners == group)
+            values, offsets = self._row_group(int(group))
+            yield values, members, offsets[rows[members] - self._group_starts[group]]
 
     def _row_group(self, group: int) -> tuple[np.ndarray, np.ndarray]:
         if group in self._cache:
@@ -211,6 +248,12 @@ class _ComponentReader:
         column = self._files[shard].read_row_group(index, columns=["input_ids"]).column(0)
         ids = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
         offsets = ids.offsets.to_numpy().astype(np.int64)
+        start, stop = self._group_starts[group], self._group_starts[group + 1]
+        if not np.array_equal(np.diff(offsets), self._n_tokens[start:stop]):
+            raise MidmixError(
+                f"{self._where}: input_ids lengths disagree with n_tokens in {self._paths[shard]}; "
+                "the shard is corrupt, delete it from the cache and fetch it again"
+            )
         decoded = (ids.values.to_numpy()[offsets[0] : offsets[-1]], offsets - offsets[0])
         self._cache[group] = decoded
         if len(self._cache) > _CACHED_ROW_GROUPS:

@@ -1,0 +1,213 @@
+"""Trainer data loader benchmark: PhaseStream vs litdata StreamingDataset vs HF datasets.
+
+All three deliver the same byte-tokenized sample corpus from local disk as packed ``[b, L]``
+batches; we report tokens/s delivered and the ratio of ours to the fastest peer. Peers:
+
+* litdata: the blended documents (each + EOS) written with ``litdata.optimize`` and read by
+  ``StreamingDataset(item_loader=TokensLoader(block_size=L + 1))`` through its
+  ``StreamingDataLoader`` (litdata packs contiguous tokens; it makes no doc ids, positions or
+  masks, so it does less work per batch than we do).
+* HF datasets: the same Parquet shards, ``Dataset.iter(batch_size=1024)`` in Arrow format
+  followed by our own packing (``document_stream`` + ``pack_sequences``).
+
+Ratio accuracy on a 70/30 mix: the largest deviation from the target count in any window of
+1,000 consecutive documents, for our blend schedule vs HF ``interleave_datasets`` with
+``probabilities`` (random sampling).
+
+    python bench/bench_loader.py [--repeat 2] [--seq-len 1024] [--batch 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from midmix.hashing import sha256_file
+from pipelines.mixture.build import PARQUET_OPTIONS, SHARD_MAX_ROWS
+from pipelines.schema import SHARD_SCHEMA
+from trainer.blend import blend_schedule
+from trainer.packing import TokenStream, document_stream, pack_sequences
+from trainer.phase_stream import PhaseStream
+
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "sample-corpus" / "corpus.jsonl.gz"
+EOS = 256
+MAJOR_DOMAINS = {"web", "other", "academic", "qa"}
+
+
+def load_components(repeat: int) -> dict[str, list[np.ndarray]]:
+    """Byte-tokenized documents in two components sized 70/30 by rows, each repeated ``repeat`` times."""
+    major, minor = [], []
+    with gzip.open(CORPUS, "rt", encoding="utf-8") as handle:
+        for line in handle:
+            record = json.loads(line)
+            ids = np.frombuffer(record["text"].encode("utf-8"), dtype=np.uint8).astype(np.uint32)
+            (major if record["domain"] in MAJOR_DOMAINS else minor).append(ids)
+    minor = minor[: len(major) * 3 // 7]
+    return {"general": major * repeat, "code_math": minor * repeat}
+
+
+def write_phase(components: dict[str, list[np.ndarray]], root: Path) -> dict:
+    """Shards as ``materialize_mixture`` writes them, and the phase entry of a manifest."""
+    entries = []
+    for name, docs in components.items():
+        shards = []
+        for number, start in enumerate(range(0, len(docs), SHARD_MAX_ROWS)):
+            chunk = docs[start : start + SHARD_MAX_ROWS]
+            relative = f"phases/bench/{name}-{number:05d}.parquet"
+            lengths = np.array([len(doc) for doc in chunk], dtype=np.int32)
+            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+            ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(chunk), type=pa.uint32()))
+            table = pa.table(
+                {
+                    "input_ids": ids,
+                    "doc_id": [f"{name}-{start + i}" for i in range(len(chunk))],
+                    "source": [name] * len(chunk),
+                    "domain": [name] * len(chunk),
+                    "quality": pa.array(np.zeros(len(chunk)), type=pa.float32()),
+                    "n_tokens": lengths,
+                },
+                schema=SHARD_SCHEMA,
+            )
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, root / relative, **PARQUET_OPTIONS)  # as the mixture builder writes
+            shards.append({"path": relative, "sha256": sha256_file(root / relative),
+                           "bytes": (root / relative).stat().st_size, "rows": len(chunk), "tokens": int(lengths.sum())})
+        entries.append({"name": name, "shards": shards})
+    return {"name": "bench", "index": 0, "components": entries}
+
+
+def bench_ours(phase: dict, root: Path, seq_len: int, batch: int, workers: int) -> tuple[int, float]:
+    from torch.utils.data import DataLoader
+
+    started = time.perf_counter()
+    stream = PhaseStream(phase, lambda entry: root / entry["path"], seq_len, EOS, batch, batch)
+    tokens = 0
+    for item in DataLoader(stream, batch_size=None, num_workers=workers):
+        tokens += item["input_ids"].numel()
+    return tokens, time.perf_counter() - started
+
+
+def write_litdata(ordered: list[np.ndarray], out: Path) -> None:
+    import torch
+    from litdata import optimize
+    from litdata.streaming.item_loader import TokensLoader
+
+    eos = np.array([EOS], dtype=np.int32)
+    optimize(
+        fn=_litdata_doc, inputs=[np.concatenate([doc.astype(np.int32), eos]) for doc in ordered],
+        output_dir=str(out), chunk_bytes="64MB", item_loader=TokensLoader(), num_workers=1, verbose=False,
+    )
+    del torch
+
+
+def _litdata_doc(tokens: np.ndarray):
+    import torch
+
+    return torch.from_numpy(tokens)
+
+
+def bench_litdata(out: Path, seq_len: int, batch: int) -> tuple[int, float]:
+    from litdata import StreamingDataLoader, StreamingDataset
+    from litdata.streaming.item_loader import TokensLoader
+
+    started = time.perf_counter()
+    dataset = StreamingDataset(str(out), item_loader=TokensLoader(block_size=seq_len + 1), shuffle=False)
+    tokens = 0
+    for block in StreamingDataLoader(dataset, batch_size=batch, num_workers=0, drop_last=True):
+        inputs, targets = block[:, :-1].long(), block[:, 1:].long()
+        tokens += inputs.numel()
+    del targets
+    return tokens, time.perf_counter() - started
+
+
+def bench_hf(phase: dict, root: Path, cache: Path, seq_len: int, batch: int) -> tuple[int, float]:
+    import torch
+    from datasets import Dataset
+
+    files = [str(root / shard["path"]) for component in phase["components"] for shard in component["shards"]]
+    dataset = Dataset.from_parquet(files, cache_dir=str(cache), columns=["input_ids"]).with_format("arrow")
+    started = time.perf_counter()
+    tokens, pending, first_doc = 0, None, 0
+    for table in dataset.iter(batch_size=1024):
+        ids = table.column("input_ids").combine_chunks()
+        offsets = ids.offsets.to_numpy().astype(np.int64)
+        stream = document_stream(ids.values.to_numpy(), offsets[:-1], np.diff(offsets), EOS, first_doc)
+        first_doc += len(ids)
+        if pending is not None:
+            stream = TokenStream(*(np.concatenate([a, b]) for a, b in zip(vars(pending).values(), vars(stream).values())))
+        usable = (len(stream) - 1) // (seq_len * batch)
+        for start in range(usable):
+            window = stream.window(start * seq_len * batch, (start + 1) * seq_len * batch + 1)
+            packed = pack_sequences(window, seq_len, batch)
+            tokens += torch.from_numpy(packed.input_ids).numel()
+        pending = stream.window(usable * seq_len * batch, len(stream))
+    return tokens, time.perf_counter() - started
+
+
+def max_window_deviation(components: np.ndarray, share: float, window: int = 1000) -> float:
+    """Largest |count of component 0 - window * share| over all windows of ``window`` documents."""
+    counts = np.concatenate([[0], np.cumsum(components == 0)])
+    return float(np.abs(counts[window:] - counts[:-window] - window * share).max())
+
+
+def ratio_accuracy(rows: list[int], cache: Path) -> tuple[float, float]:
+    from datasets import Dataset, interleave_datasets
+
+    share = rows[0] / sum(rows)
+    ours = max_window_deviation(blend_schedule(rows, sum(rows)), share)
+    parts = [Dataset.from_dict({"component": [index] * count}) for index, count in enumerate(rows)]
+    mixed = interleave_datasets(parts, probabilities=[share, 1 - share], seed=0, stopping_strategy="first_exhausted")
+    hf = max_window_deviation(np.asarray(mixed["component"]), share)
+    return ours, hf
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=2, help="copies of the corpus (materialised epochs)")
+    parser.add_argument("--seq-len", type=int, default=1024)
+    parser.add_argument("--batch", type=int, default=8, help="sequences per batch")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for ours (peers use 0)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="midmix-bench-loader-"))
+    try:
+        components = load_components(args.repeat)
+        rows = [len(docs) for docs in components.values()]
+        phase = write_phase(components, work / "mix")
+        order = blend_schedule(rows, sum(rows))
+        iterators = [iter(docs) for docs in components.values()]
+        write_litdata([next(iterators[c]) for c in order], work / "litdata")
+        total = sum(int(len(doc)) + 1 for docs in components.values() for doc in docs)
+        print(f"data: {sum(rows)} docs, {total / 1e6:.1f}M stream tokens, 70/30 rows {rows}, "
+              f"seq_len {args.seq_len}, batch {args.batch}")
+
+        results = {
+            "ours (PhaseStream)": bench_ours(phase, work / "mix", args.seq_len, args.batch, args.workers),
+            "litdata StreamingDataset": bench_litdata(work / "litdata", args.seq_len, args.batch),
+            "HF datasets .iter + packing": bench_hf(phase, work / "mix", work / "hf", args.seq_len, args.batch),
+        }
+        rates = {name: tokens / seconds for name, (tokens, seconds) in results.items()}
+        for name, (tokens, seconds) in results.items():
+            print(f"{name:30s} {tokens / 1e6:7.1f}M tokens in {seconds:6.2f} s = {rates[name] / 1e6:7.1f}M tokens/s")
+        ours = rates.pop("ours (PhaseStream)")
+        fastest = max(rates, key=rates.get)
+        print(f"ours / fastest peer ({fastest}): {ours / rates[fastest]:.2f}x")
+
+        ours_dev, hf_dev = ratio_accuracy(rows, work / "hf")
+        print(f"70/30 max deviation per 1,000-doc window: ours {ours_dev:.2f} docs, "
+              f"HF interleave_datasets(probabilities) {hf_dev:.2f} docs")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
