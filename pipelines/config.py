@@ -108,6 +108,7 @@ class QualityConfig(_Strict):
 
     classifiers: dict[str, str] = Field(default_factory=lambda: {"fasttext_hq": DEFAULT_MODEL})
     primary: str = "fasttext_hq"
+    max_chars: int = Field(1500, ge=1, description="document prefix the classifiers see (as in their training)")
     min_score: float | None = Field(None, ge=0.0, le=1.0, description="drop below this primary score")
 
     @model_validator(mode="after")
@@ -122,11 +123,13 @@ class QualityConfig(_Strict):
 class DomainConfig(_Strict):
     model: str = DEFAULT_MODEL
     labels: list[str] = Field(default_factory=lambda: list(DEFAULT_DOMAINS), min_length=1)
+    max_chars: int = Field(1500, ge=1, description="document prefix the model sees (as in its training)")
 
 
 class LanguageConfig(_Strict):
     model: str = DEFAULT_MODEL
     keep: list[str] | None = Field(None, description="keep only these ISO 639-1 codes; None keeps all")
+    max_chars: int = Field(500, ge=1, description="document prefix the model sees (language shows in a few lines)")
 
 
 class DedupConfig(_Strict):

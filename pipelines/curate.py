@@ -142,11 +142,14 @@ def stage_one_pipeline(plan: CurationPlan, intermediate_dir: Path, progress: Pro
     steps: list[PipelineStep] = [CorpusReader(plan.units, config.fields), NormalizeText(size), HeuristicSignals(size)]
     if config.decontam.enabled:
         steps.append(Decontaminate(config.decontam.eval_files, config.decontam.ngram, config.decontam.overlap_threshold, size))
-    steps += [LanguageTagger(plan.lang_model, config.language.keep, size), DomainTagger(plan.domain_model, config.domain.labels, size)]
+    steps += [
+        LanguageTagger(plan.lang_model, config.language.keep, config.language.max_chars, size),
+        DomainTagger(plan.domain_model, config.domain.labels, config.domain.max_chars, size),
+    ]
     if config.heuristics.enabled:
         steps.append(HeuristicFilter(config.heuristics, size))
     steps += [
-        QualityScorer(plan.quality, config.quality.primary, config.quality.min_score, size),
+        QualityScorer(plan.quality, config.quality.primary, config.quality.min_score, config.quality.max_chars, size),
         TokenCounter(config.tokenizer, size),
         DedupSignature(config.dedup.ngram, config.dedup.num_bands * config.dedup.rows_per_band, size),
         IntermediateWriter(str(intermediate_dir), progress),

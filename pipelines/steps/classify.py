@@ -3,6 +3,10 @@
 Steps hold a model *path* (``DATA/models/<sha256>.bin``) and load it lazily inside the task,
 so a step pickles cheaply to worker processes and a model is always the exact bytes the
 version id recorded (``FastTextModel`` caches by content hash, never by path).
+
+Models see the fastText line of a document prefix (``max_chars``, as in their training): the
+prediction cost of fastText grows with the text, and the lines are cached on the document so
+domain and quality share one.
 """
 
 from __future__ import annotations
@@ -14,6 +18,22 @@ from datatrove.data import Document
 
 from classifiers.model import FastTextModel
 from pipelines.steps.base import BatchStep
+
+
+_LINES = "_fasttext_lines"
+
+
+def model_lines(docs: list[Document], max_chars: int) -> list[str]:
+    """The fastText line of each document's first ``max_chars`` characters, computed once."""
+    lines = []
+    for doc in docs:
+        cache = doc.metadata.setdefault(_LINES, {})
+        if max_chars not in cache:
+            # Whitespace collapsing shortens text, so read twice the prefix before truncating;
+            # str.split is 3x faster than fasttext_line's regex and gives the same line.
+            cache[max_chars] = " ".join(doc.text[: 2 * max_chars].lower().split())[:max_chars].rstrip()
+        lines.append(cache[max_chars])
+    return lines
 
 
 @dataclass(frozen=True)
@@ -29,14 +49,15 @@ class LanguageTagger(BatchStep):
 
     name = "language"
 
-    def __init__(self, model_path: str, keep: list[str] | None = None, batch_size: int = 256):
+    def __init__(self, model_path: str, keep: list[str] | None, max_chars: int, batch_size: int = 256):
         super().__init__(batch_size)
         self.model_path = model_path
         self.keep = set(keep) if keep is not None else None
+        self.max_chars = max_chars
 
     def process_batch(self, docs: list[Document]) -> None:
         model = FastTextModel.load(self.model_path)
-        scores = model.predict_scores([doc.text for doc in docs])
+        scores = model.predict_scores(model_lines(docs, self.max_chars))
         best = scores.argmax(axis=1)
         for doc, column, row in zip(docs, best, scores):
             lang = model.labels[column]
@@ -51,15 +72,16 @@ class DomainTagger(BatchStep):
 
     name = "domain"
 
-    def __init__(self, model_path: str, labels: list[str], batch_size: int = 256):
+    def __init__(self, model_path: str, labels: list[str], max_chars: int, batch_size: int = 256):
         super().__init__(batch_size)
         self.model_path = model_path
         self.labels = list(labels)
+        self.max_chars = max_chars
 
     def process_batch(self, docs: list[Document]) -> None:
         model = FastTextModel.load(self.model_path)
         columns = [model.labels.index(label) for label in self.labels]
-        scores = model.predict_scores([doc.text for doc in docs])[:, columns]
+        scores = model.predict_scores(model_lines(docs, self.max_chars))[:, columns]
         totals = scores.sum(axis=1, keepdims=True)
         scores = np.divide(scores, totals, out=np.full_like(scores, 1.0 / len(columns)), where=totals > 0)
         best = scores.argmax(axis=1)
@@ -76,14 +98,16 @@ class QualityScorer(BatchStep):
 
     name = "quality"
 
-    def __init__(self, classifiers: dict[str, ScoreColumn], primary: str, min_score: float | None, batch_size: int = 256):
+    def __init__(self, classifiers: dict[str, ScoreColumn], primary: str, min_score: float | None, max_chars: int,
+                 batch_size: int = 256):
         super().__init__(batch_size)
         self.classifiers = dict(classifiers)
         self.primary = primary
         self.min_score = min_score
+        self.max_chars = max_chars
 
     def process_batch(self, docs: list[Document]) -> None:
-        texts = [doc.text for doc in docs]
+        texts = model_lines(docs, self.max_chars)
         per_name = {}
         for name, column in self.classifiers.items():
             model = FastTextModel.load(column.path)

@@ -19,6 +19,8 @@ GOPHER_STOPWORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 _STOPWORD_HASHES = np.sort(hash_words(list(GOPHER_STOPWORDS)))
 _BULLETS = ("\u2022", "\u2023", "\u25b6", "\u25cf", "\u25e6", "\u2013", "* ", "- ")
 _ELLIPSES = ("...", "\u2026")
+_LINE_START_BULLETS = tuple("\n" + bullet for bullet in _BULLETS)
+_LINE_END_ELLIPSES = tuple(ellipsis + "\n" for ellipsis in _ELLIPSES)
 
 
 def _top_bigram_ratio(batch: WordBatch) -> np.ndarray:
@@ -49,15 +51,19 @@ def _top_bigram_ratio(batch: WordBatch) -> np.ndarray:
 
 
 def _line_signals(text: str) -> tuple[float, float, float]:
-    """Bullet, ellipsis and duplicate shares of non-blank lines (normalised text: blank is "")."""
+    """Bullet, ellipsis and duplicate shares of non-blank lines (normalised text: blank is "").
+
+    Bullets and ellipses are counted with substring counts (C speed), so a bullet must start
+    its line, as in Gopher; an indented bullet does not count.
+    """
     lines = text.split("\n")
     distinct = set(lines)
     blank = lines.count("")
     n_lines = len(lines) - blank
     if n_lines == 0:
         return 0.0, 0.0, 0.0
-    bullets = sum(1 for line in lines if line.lstrip().startswith(_BULLETS))
-    ellipses = sum(1 for line in lines if line.endswith(_ELLIPSES))
+    bullets = sum(map(text.count, _LINE_START_BULLETS)) + text.startswith(_BULLETS)
+    ellipses = sum(map(text.count, _LINE_END_ELLIPSES)) + text.endswith(_ELLIPSES)
     duplicate = 1.0 - (len(distinct) - (1 if blank else 0)) / n_lines
     return bullets / n_lines, ellipses / n_lines, duplicate
 
