@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
 
@@ -16,6 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Run under torchrun for several processes (DDP).",
     )
     parser.add_argument("config", help="training config, YAML or JSON (see examples/train-demo.yaml)")
+    parser.add_argument("--url", help="service URL (overrides service.url)")
+    parser.add_argument("--mixture", help="mixture version to train on (overrides mixture)")
+    parser.add_argument("--out", type=Path, help="output directory for metrics, plot, checkpoints (overrides out_dir)")
     parser.set_defaults(handler=run_train)
 
 
@@ -26,7 +30,7 @@ def run_train(args: argparse.Namespace) -> int:
     from trainer.config import load_train_config
     from trainer.train import train
 
-    config = load_train_config(args.config)
+    config = load_train_config(args.config).with_overrides(args.url, args.mixture, args.out)
     show = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
     bar: tqdm | None = None
 

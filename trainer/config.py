@@ -29,7 +29,7 @@ class CacheConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    dir: Path = Path("midmix-cache")
+    dir: Path | None = Field(default=None, description="None: <out_dir>/cache; share one between runs to download once")
     max_bytes: int = Field(default=20 * 2**30, ge=1)
 
 
@@ -38,7 +38,7 @@ class CheckpointConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    dir: Path = Path("checkpoints")
+    dir: Path | None = Field(default=None, description="None: <out_dir>/checkpoints")
     every: int | None = Field(default=None, ge=1, description="steps between checkpoints; None: phase ends only")
     keep: int = Field(default=3, ge=1)
     resume: bool = True
@@ -50,7 +50,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     service: ServiceConfig = ServiceConfig()
-    mixture: str = Field(description="mixture version id, e.g. mix-1a2b3c4d5e6f7a8b")
+    mixture: str | None = Field(default=None, description="mixture version id, e.g. mix-1a2b3c4d5e6f7a8b (or --mixture)")
     cache: CacheConfig = CacheConfig()
     model: ModelConfig = ModelConfig()
     peak_lr: float = Field(default=3e-4, gt=0)
@@ -78,6 +78,27 @@ class TrainConfig(BaseModel):
                 f"global_batch_size {self.global_batch_size} must be a multiple of micro_batch_size {self.micro_batch_size}"
             )
         return self
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where shards are cached."""
+        return self.cache.dir if self.cache.dir is not None else self.out_dir / "cache"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where checkpoints are written and resumed from."""
+        return self.checkpoint.dir if self.checkpoint.dir is not None else self.out_dir / "checkpoints"
+
+    def with_overrides(self, url: str | None = None, mixture: str | None = None, out_dir: Path | None = None) -> "TrainConfig":
+        """The config with the command line's --url, --mixture and --out applied."""
+        update: dict = {}
+        if url is not None:
+            update["service"] = self.service.model_copy(update={"url": url})
+        if mixture is not None:
+            update["mixture"] = mixture
+        if out_dir is not None:
+            update["out_dir"] = Path(out_dir)
+        return self.model_copy(update=update)
 
     def accumulation_steps(self, world_size: int) -> int:
         """Micro-batches per optimizer step on each rank: global / (micro * world)."""
@@ -118,8 +139,8 @@ def _describe(error: ValidationError) -> str:
 
 
 def _anchor_paths(config: TrainConfig, base: Path) -> TrainConfig:
-    def anchored(value: Path) -> Path:
-        return value if value.is_absolute() else base / value
+    def anchored(value: Path | None) -> Path | None:
+        return value if value is None or value.is_absolute() else base / value
 
     return config.model_copy(
         update={

@@ -113,9 +113,11 @@ def start_runtime(device: str) -> Runtime:
 
 
 def _train(config: TrainConfig, runtime: Runtime, progress: ProgressCallback) -> dict[str, Any]:
+    if config.mixture is None:
+        raise MidmixError("no mixture version to train on; set `mixture:` in the config or pass --mixture")
     accumulation = config.accumulation_steps(runtime.world_size)
     client = MidmixClient(config.service.url, config.service.token, retries=config.service.retries)
-    cache = ShardCache(client, config.mixture, config.cache.dir, config.cache.max_bytes)
+    cache = ShardCache(client, config.mixture, config.cache_dir, config.cache.max_bytes)
     manifest = _main_first(runtime, cache.manifest)
     phases = select_phases(manifest, config.phases)
     model_config = config.model.model_copy(update={"vocab_size": _vocab_size(config, manifest)})
@@ -430,7 +432,7 @@ def _checkpoint(
             "optimizer": optimizer.state_dict(),
             "rng": rng_state(),
         }
-        save_checkpoint(config.checkpoint.dir, position.global_step, state, config.checkpoint.keep)
+        save_checkpoint(config.checkpoint_dir, position.global_step, state, config.checkpoint.keep)
     if runtime.world_size > 1:
         dist.barrier()
 
@@ -439,7 +441,7 @@ def _resume(
     config: TrainConfig, runtime: Runtime, model: Decoder, optimizer: torch.optim.Optimizer
 ) -> tuple[Position, list[PhaseLr]] | None:
     """Load the newest checkpoint into model and optimizer; None for a fresh run."""
-    directory = config.checkpoint.dir
+    directory = config.checkpoint_dir
     if not config.checkpoint.resume:
         if list_checkpoints(directory):
             raise MidmixError(
