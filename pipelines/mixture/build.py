@@ -164,7 +164,7 @@ def build_component(
         available = int(plan.available_tokens)
         sequence = epoch_sequence(docs.column("n_tokens").to_numpy(), plan.requested_tokens, partial_order)
         used = np.unique(sequence)
-        table = _shard_table(docs.take(pa.array(used)), tokenizer, texts)
+        table = _shard_table(take_rows(docs, used), tokenizer, texts)
         sequence = np.searchsorted(used, sequence)
     else:
         table = _shard_table(docs, tokenizer, texts)
@@ -172,7 +172,7 @@ def build_component(
         available = int(n_tokens.sum())
         _check_epochs(phase.name, plan, available, component.max_epochs)
         sequence = epoch_sequence(n_tokens, plan.requested_tokens, partial_order)
-    shards = write_shards(table.take(pa.array(sequence, pa.int64())), staging, f"phases/{phase.name}/{plan.name}", step, report)
+    shards = write_shards(take_rows(table, sequence), staging, f"phases/{phase.name}/{plan.name}", step, report)
     realized = sum(s["tokens"] for s in shards)
     return {
         "name": plan.name, "weight": plan.weight, "target_tokens": plan.requested_tokens,
@@ -182,6 +182,13 @@ def build_component(
         "general": plan.general, "datasets": plan.datasets, "selection": plan.selection,
         "thresholds": plan.thresholds, "shards": shards,
     }  # fmt: skip
+
+
+def take_rows(table: pa.Table, indices: np.ndarray) -> pa.Table:
+    """``table.take(indices)``, skipping the copy when the indices are every row in order (one epoch)."""
+    if len(indices) == table.num_rows and np.array_equal(indices, np.arange(table.num_rows)):
+        return table
+    return table.take(pa.array(indices, pa.int64()))
 
 
 def _check_epochs(phase: str, plan: ComponentPlan, available: int, cap: float) -> None:
