@@ -7,11 +7,13 @@ the same corpus bytes and the same params are already registered.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict
 
-from classifiers.card import ModelCard
+from classifiers.card import ModelCard, TrainedOn
 from classifiers.jsonl import read_jsonl
 from classifiers.registry import ModelRegistry
 from classifiers.split import DEFAULT_SPLIT, SplitRule, is_heldout
@@ -32,27 +34,36 @@ class DefaultRecipe(BaseModel):
     label_field: str
     params: FastTextParams
     positive_label: str | None = None
+    max_chars: int = 4000
+    chunk_words: int | None = None
 
 
+# Tuned on the train split for held-out quality and a total training time of seconds on one
+# core: bench/classifiers_bench.py reports the figures (bench/RESULTS.md, "Classifiers").
 RECIPES = {
     "quality": DefaultRecipe(
         name="fasttext_hq",
         task="quality",
         label_field="quality_hint",
         positive_label="high",
-        params=FastTextParams(dim=16, epoch=5, minCount=2, bucket=100_000),
+        params=FastTextParams(lr=0.5, epoch=5, dim=16, wordNgrams=2, minCount=2, bucket=50_000),
+        max_chars=1500,
     ),
     "domain": DefaultRecipe(
         name="fasttext_domain",
         task="domain",
         label_field="domain",
-        params=FastTextParams(dim=16, epoch=10, minCount=2, bucket=100_000),
+        params=FastTextParams(lr=1.0, epoch=5, dim=16, wordNgrams=1, minCount=2, bucket=0),
+        max_chars=1500,
     ),
+    # Language ID: character 1-3-grams over 20-word lines, so short and unseen text still works.
     "lang": DefaultRecipe(
         name="fasttext_lang",
         task="lang",
         label_field="lang",
-        params=FastTextParams(dim=16, epoch=10, wordNgrams=1, minn=2, maxn=4, minCount=2, bucket=100_000),
+        params=FastTextParams(lr=0.5, epoch=15, dim=16, wordNgrams=1, minn=1, maxn=3, minCount=1, bucket=50_000),
+        max_chars=1000,
+        chunk_words=20,
     ),
 }
 
@@ -65,29 +76,66 @@ class DefaultModels(BaseModel):
     lang: ModelCard
 
 
-def ensure_default_models(models_dir: Path, corpus: Path = BUNDLED_CORPUS, split: SplitRule = DEFAULT_SPLIT) -> DefaultModels:
-    """Train (or find already registered) the default quality, domain and language models."""
+def ensure_default_models(
+    models_dir: Path,
+    corpus: Path = BUNDLED_CORPUS,
+    split: SplitRule = DEFAULT_SPLIT,
+    progress: Callable[[str, int, int | None], None] | None = None,
+) -> DefaultModels:
+    """Train (or find already registered) the default quality, domain and language models.
+
+    ``progress`` is called with (model name, models done, models total) after each model.
+    """
     registry = ModelRegistry(models_dir)
     trained_on = file_trained_on(Path(corpus))
     cards: dict[str, ModelCard] = {}
-    records: list[dict] | None = None
+    records: list[dict[str, Any]] = []
     for key, recipe in RECIPES.items():
-        params = {**recipe.params.model_dump(), "eval_fraction": split.eval_fraction}
-        existing = [
-            card
-            for card in registry.cards()
-            if card.name == recipe.name and card.trained_on == trained_on and card.params == params
-        ]
-        if existing:
-            cards[key] = existing[-1]
-            continue
-        if records is None:
-            records = [record for _, record in read_jsonl(Path(corpus))]
-        examples = [
-            LabelledDoc(record["text"], str(record[recipe.label_field]), str(record[split.key]))
-            for record in records
-            if record.get(recipe.label_field) is not None
-        ]
+        card = _registered_default(registry, recipe, split, trained_on)
+        if card is None:
+            records = records or [record for _, record in read_jsonl(Path(corpus))]
+            card = _train_default(registry, recipe, records, split, trained_on)
+        cards[key] = card
+        if progress:
+            progress(recipe.name, len(cards), len(RECIPES))
+    return DefaultModels(**cards)
+
+
+def _recipe_params(recipe: DefaultRecipe, split: SplitRule) -> dict[str, Any]:
+    """The card ``params`` a model trained by ``recipe`` carries (see ``train_classifier``)."""
+    return {
+        **recipe.params.model_dump(),
+        "eval_fraction": split.eval_fraction,
+        "train_max_chars": recipe.max_chars,
+        "train_chunk_words": recipe.chunk_words,
+    }
+
+
+def _registered_default(
+    registry: ModelRegistry, recipe: DefaultRecipe, split: SplitRule, trained_on: TrainedOn
+) -> ModelCard | None:
+    params = _recipe_params(recipe, split)
+    matches = [
+        card
+        for card in registry.cards()
+        if card.name == recipe.name and card.trained_on == trained_on and card.params == params
+    ]
+    return matches[-1] if matches else None
+
+
+def _train_default(
+    registry: ModelRegistry,
+    recipe: DefaultRecipe,
+    records: list[dict[str, Any]],
+    split: SplitRule,
+    trained_on: TrainedOn,
+) -> ModelCard:
+    examples = [
+        LabelledDoc(record["text"], str(record[recipe.label_field]), str(record[split.key]))
+        for record in records
+        if record.get(recipe.label_field) is not None
+    ]
+    with tempfile.TemporaryDirectory(prefix="midmix-defaults-") as work:
         bin_path, card = train_classifier(
             examples,
             name=recipe.name,
@@ -96,7 +144,8 @@ def ensure_default_models(models_dir: Path, corpus: Path = BUNDLED_CORPUS, split
             eval_fraction=split.eval_fraction,
             positive_label=recipe.positive_label,
             trained_on=trained_on,
+            out_path=Path(work) / f"{recipe.name}.bin",
+            max_chars=recipe.max_chars,
+            chunk_words=recipe.chunk_words,
         )
-        cards[key] = registry.add(bin_path, card)
-        bin_path.unlink()
-    return DefaultModels(**cards)
+        return registry.add(bin_path, card)
