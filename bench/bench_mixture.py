@@ -68,7 +68,7 @@ def bench_peer(part: Path, out_dir: Path, tokenizer: TokenizerSpec) -> tuple[flo
     columns = ["id", "text", "source", "domain", "quality_score"]
     ds = datasets.Dataset(pq.read_table(part, columns=columns))
     ds = ds.filter(lambda batch: [d in wanted for d in batch["domain"]], batched=True)
-    ds = ds.sort("quality_score")
+    ds = ds.sort("quality_score")  # ours writes in curriculum (quality) order too
     ds = ds.map(
         lambda batch: {"input_ids": encoder.encode_batch(batch["text"])},
         batched=True, remove_columns=[c for c in ds.column_names if c not in ("id", "source", "domain")],
@@ -89,19 +89,24 @@ def bench_materialize(size: int, root: Path, bpe: bool) -> None:
     synced = time.perf_counter() - start
     part = data_dir / "datasets" / dataset["version"] / "data" / "part-00000.parquet"
     print(f"\n## corpus x{size}: {dataset['counts']['docs']:,} docs, {dataset['counts']['tokens']:,} byte tokens "
-          f"(written in {made:.1f} s; catalog sync {synced:.2f} s)")  # fmt: skip
-    tokenizers = [("bytes", TokenizerSpec())]
+          f"(written in {made:.1f} s; catalog sync {synced:.2f} s)", flush=True)  # fmt: skip
+    runs = [("bytes", TokenizerSpec(), data_dir, part)]
     if bpe and size == 1:
+        # Curation counts n_tokens with the mixture's tokenizer, so the budget is in BPE tokens.
         texts = ([t[:4000] for t in batch] for batch in dataset_texts(part.parent.parent, ["data/part-00000.parquet"]))
         path = root / "bpe-4096.json"
         train_tokenizer(texts, 4096, path)
-        tokenizers.append(("bpe-4096", TokenizerSpec(kind="hf", path=str(path))))
-    for label, tokenizer in tokenizers:
-        ours_s, ours_tokens = bench_ours(data_dir, tokenizer)
-        peer_s, peer_tokens = bench_peer(part, root / f"peer-{size}-{label}", tokenizer)
+        bpe_spec = TokenizerSpec(kind="hf", path=str(path))
+        bpe_dir = root / f"x{size}-bpe"
+        bpe_dataset = write_sample_dataset(bpe_dir, SAMPLE, repeat=size, tokenizer=bpe_spec)
+        Catalog(bpe_dir).sync()
+        runs.append(("bpe-4096", bpe_spec, bpe_dir, bpe_dir / "datasets" / bpe_dataset["version"] / "data" / "part-00000.parquet"))
+    for label, tokenizer, run_dir, run_part in runs:
+        ours_s, ours_tokens = bench_ours(run_dir, tokenizer)
+        peer_s, peer_tokens = bench_peer(run_part, root / f"peer-{size}-{label}", tokenizer)
         print(f"tokenizer {label}: midmix materialize_mixture {ours_tokens:,} tokens in {ours_s:.2f} s = "
-              f"{ours_tokens / ours_s / 1e6:.2f} M tok/s | peer datasets filter+map+to_parquet {peer_tokens:,} tokens "
-              f"in {peer_s:.2f} s = {peer_tokens / peer_s / 1e6:.2f} M tok/s | speedup x{peer_s / ours_s:.2f}")  # fmt: skip
+              f"{ours_tokens / ours_s / 1e6:.2f} M tok/s | peer datasets filter+sort+map+to_parquet {peer_tokens:,} tokens "
+              f"in {peer_s:.2f} s = {peer_tokens / peer_s / 1e6:.2f} M tok/s | speedup x{peer_s / ours_s:.2f}", flush=True)  # fmt: skip
 
 
 def write_stats_dataset(data_dir: Path, docs: int) -> None:

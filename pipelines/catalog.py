@@ -78,8 +78,12 @@ class Catalog:
         while True:
             try:
                 return duckdb.connect(str(self.path), read_only=read_only)
-            except duckdb.IOException as error:
-                if "lock" not in str(error).lower() or time.monotonic() > deadline:
+            except (duckdb.IOException, duckdb.ConnectionException) as error:
+                # Another process holds the write lock, or this process has the file open in the
+                # other mode (read-only vs read-write): both clear when that connection closes.
+                message = str(error).lower()
+                busy = "lock" in message or "different configuration" in message
+                if not busy or time.monotonic() > deadline:
                     raise ConflictError(f"catalog {self.path} is busy: {error}") from error
                 time.sleep(0.05)
 

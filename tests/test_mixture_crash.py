@@ -12,7 +12,7 @@ import pytest
 
 from midmix.hashing import sha256_file
 from pipelines.catalog import Catalog
-from pipelines.mixture.build import TEST_SLOW_ENV
+from pipelines.mixture.shards import TEST_SLOW_ENV
 from pipelines.mixture.sample_dataset import write_sample_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
