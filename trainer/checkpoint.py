@@ -75,7 +75,9 @@ def load_latest(directory: Path) -> dict[str, Any] | None:
     try:
         return torch.load(checkpoints[-1], map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, OSError) as error:
-        raise MidmixError(f"checkpoint {checkpoints[-1]} cannot be read ({error}); delete it to resume from the one before") from error
+        raise MidmixError(
+            f"checkpoint {checkpoints[-1]} cannot be read ({error}); delete it to resume from the one before"
+        ) from error
 
 
 def _fsync_dir(path: Path) -> None:

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from midmix.errors import MidmixError, NotFoundError
 from service.client import MidmixClient
-from trainer.checkpoint import load_latest, restore_rng, rng_state, save_checkpoint, list_checkpoints
+from trainer.checkpoint import list_checkpoints, load_latest, restore_rng, rng_state, save_checkpoint
 from trainer.config import TrainConfig
 from trainer.metrics import MetricsLog
 from trainer.model import Decoder, check_seq_len
@@ -89,7 +89,7 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> dict
         # Small models on shared CPUs run many times faster without intra-op thread contention.
         torch.set_num_threads(config.cpu_threads)
     try:
-        return _train(config, runtime, progress or (lambda event: None))
+        return Trainer(config, runtime, progress or (lambda event: None)).run()
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -112,42 +112,62 @@ def start_runtime(device: str) -> Runtime:
     return Runtime(rank=rank, world_size=world_size, device=torch_device)
 
 
-def _train(config: TrainConfig, runtime: Runtime, progress: ProgressCallback) -> dict[str, Any]:
-    if config.mixture is None:
-        raise MidmixError("no mixture version to train on; set `mixture:` in the config or pass --mixture")
-    accumulation = config.accumulation_steps(runtime.world_size)
-    client = MidmixClient(config.service.url, config.service.token, retries=config.service.retries)
-    cache = ShardCache(client, config.mixture, config.cache_dir, config.cache.max_bytes)
-    manifest = _main_first(runtime, cache.manifest)
-    phases = select_phases(manifest, config.phases)
-    model_config = config.model.model_copy(update={"vocab_size": _vocab_size(config, manifest)})
-    for phase in phases:
-        check_seq_len(int(phase["seq_len"]), model_config)
+class Trainer:
+    """One run: every component built from the config in ``__init__``, trained phase by phase in ``run``."""
 
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
-    model = Decoder(model_config).to(runtime.device)
-    optimizer = build_optimizer(model, config)
-    position, phase_lrs = Position(), []
-    resumed = _resume(config, runtime, model, optimizer)
-    if resumed is not None:
-        position, phase_lrs = resumed
-    # Rotary tables are rebuilt identically on every rank, so DDP need not broadcast buffers.
-    wrapped = DistributedDataParallel(model, broadcast_buffers=False) if runtime.world_size > 1 else model
-    if runtime.is_main:
-        cache.prefetch([shard for phase in phases[position.phase_index :] for shard in phase_shards(phase)])
-    metrics = MetricsLog(config.out_dir / "metrics.jsonl", position.global_step) if runtime.is_main else None
+    def __init__(self, config: TrainConfig, runtime: Runtime, progress: ProgressCallback):
+        if config.mixture is None:
+            raise MidmixError("no mixture version to train on; set `mixture:` in the config or pass --mixture")
+        self.config, self.runtime, self.progress = config, runtime, progress
+        self.accumulation = config.accumulation_steps(runtime.world_size)
+        client = MidmixClient(config.service.url, config.service.token, retries=config.service.retries)
+        self.cache = ShardCache(client, config.mixture, config.cache_dir, config.cache.max_bytes)
+        self.manifest = _main_first(runtime, self.cache.manifest)
+        self.phases = select_phases(self.manifest, config.phases)
+        self.eos_id = int(self.manifest["tokenizer"]["eos_id"])
+        model_config = config.model.model_copy(update={"vocab_size": _vocab_size(config, self.manifest)})
+        for phase in self.phases:
+            check_seq_len(int(phase["seq_len"]), model_config)  # before any download or step
 
-    summary: dict[str, Any] = {"phases": [], "data_wait_s": 0.0, "step_s": 0.0}
-    eos_id = int(manifest["tokenizer"]["eos_id"])
-    for index in range(position.phase_index, len(phases)):
-        phase = phases[index]
-        start = position.next_step if index == position.phase_index else 0
-        shard_path = _main_first(runtime, lambda: resolve_shards(cache, phase))
-        model.set_rope(float(phase["rope_theta"]), int(phase["seq_len"]))
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed)
+        self.model = Decoder(model_config).to(runtime.device)
+        self.optimizer = build_optimizer(self.model, config)
+        self.position, self.phase_lrs = Position(), []
+        self._resume()
+        self.wrapped = _data_parallel(self.model, runtime)
+        self.metrics_path = config.out_dir / "metrics.jsonl"
+        self.metrics = MetricsLog(self.metrics_path, self.position.global_step) if runtime.is_main else None
+
+    def run(self) -> dict[str, Any]:
+        """Train the remaining phases; the summary covers the phases trained in this call."""
+        if self.runtime.is_main:
+            remaining = self.phases[self.position.phase_index :]
+            self.cache.prefetch([shard for phase in remaining for shard in phase_shards(phase)])
+        summaries = [self._train_phase(index) for index in range(self.position.phase_index, len(self.phases))]
+        self.cache.close()
+        wait, step = sum(p["data_wait_s"] for p in summaries), sum(p["step_s"] for p in summaries)
+        summary = {
+            "phases": summaries, "global_steps": self.position.global_step, "data_wait_s": wait, "step_s": step,
+            "data_wait_fraction": wait / step if step else 0.0, "metrics": str(self.metrics_path),
+        }
+        if self.metrics is not None:
+            self.metrics.close()
+            from trainer.plot import plot_metrics
+
+            summary["plot"] = str(plot_metrics(self.metrics_path, self.config.out_dir / "training.png"))
+        return summary
+
+    def _train_phase(self, index: int) -> dict[str, Any]:
+        """Set up one phase (shards, rotary tables, stream, schedule), train it, evaluate, checkpoint."""
+        config, phase = self.config, self.phases[index]
+        start = self.position.next_step if index == self.position.phase_index else 0
+        shard_path = _main_first(self.runtime, lambda: resolve_shards(self.cache, phase))
+        seq_len = int(phase["seq_len"])
+        self.model.set_rope(float(phase["rope_theta"]), seq_len)
         stream = PhaseStream(
-            phase, shard_path, int(phase["seq_len"]), eos_id, config.global_batch_size, config.micro_batch_size,
-            rank=runtime.rank, world_size=runtime.world_size, start_step=start,
+            phase, shard_path, seq_len, self.eos_id, config.global_batch_size, config.micro_batch_size,
+            rank=self.runtime.rank, world_size=self.runtime.world_size, start_step=start,
         )
         steps = stream.steps_in_phase()
         if config.max_steps_per_phase is not None:
@@ -155,100 +175,114 @@ def _train(config: TrainConfig, runtime: Runtime, progress: ProgressCallback) ->
         if steps == 0:
             raise MidmixError(
                 f"phase {phase['name']!r} has too few tokens for one step of {config.global_batch_size} sequences "
-                f"of {phase['seq_len']} tokens; lower global_batch_size"
+                f"of {seq_len} tokens; lower global_batch_size"
             )
-        if len(phase_lrs) == index:
-            phase_lrs.append(PhaseLr(steps=steps, segment=config.lr or LrSegment(**phase["lr"])))
-        progress({"event": "phase_start", "phase": phase["name"], "steps": steps, "start_step": start})
-        phase_summary = _train_phase(
-            config, runtime, wrapped, model, optimizer, stream, phase, phase_lrs, position, start, steps,
-            accumulation, metrics, progress,
+        if len(self.phase_lrs) == index:
+            self.phase_lrs.append(PhaseLr(steps=steps, segment=config.lr or LrSegment(**phase["lr"])))
+        self.progress({"event": "phase_start", "phase": phase["name"], "steps": steps, "start_step": start})
+        summary = self._train_steps(stream, phase, start, steps)
+        summary["eval"] = evaluate(
+            self.model, self.runtime, self.cache, self.manifest, seq_len, self.eos_id, config.eval_sequences
         )
-        phase_summary["eval"] = evaluate(model, runtime, cache, manifest, int(phase["seq_len"]), eos_id, config.eval_sequences)
-        phase_summary["shares"] = stream.realized_shares(steps)
-        position = Position(index + 1, 0, position.global_step, position.tokens)
-        if metrics is not None:
-            metrics.write({"kind": "phase_end", **phase_summary})
-        _checkpoint(config, runtime, model, optimizer, position, phase_lrs)
-        cache.release(phase_shards(phase))  # the next phases' shards may now take their room
-        progress({"event": "phase_end", **phase_summary})
-        summary["phases"].append(phase_summary)
-        summary["data_wait_s"] += phase_summary["data_wait_s"]
-        summary["step_s"] += phase_summary["step_s"]
-    cache.close()
-    if metrics is not None:
-        metrics.close()
-    summary["global_steps"] = position.global_step
-    summary["data_wait_fraction"] = summary["data_wait_s"] / summary["step_s"] if summary["step_s"] else 0.0
-    summary["metrics"] = str(config.out_dir / "metrics.jsonl")
-    if runtime.is_main:
-        from trainer.plot import plot_metrics
+        summary["shares"] = stream.realized_shares(steps)
+        self.position = Position(index + 1, 0, self.position.global_step, self.position.tokens)
+        if self.metrics is not None:
+            self.metrics.write({"kind": "phase_end", **summary})
+        self._save()
+        self.cache.release(phase_shards(phase))  # the next phases' shards may now take their room
+        self.progress({"event": "phase_end", **summary})
+        return summary
 
-        summary["plot"] = str(plot_metrics(config.out_dir / "metrics.jsonl", config.out_dir / "training.png"))
-    return summary
-
-
-def _train_phase(
-    config: TrainConfig,
-    runtime: Runtime,
-    wrapped: torch.nn.Module,
-    model: Decoder,
-    optimizer: torch.optim.Optimizer,
-    stream: PhaseStream,
-    phase: dict,
-    phase_lrs: list[PhaseLr],
-    position: Position,
-    start: int,
-    steps: int,
-    accumulation: int,
-    metrics: MetricsLog | None,
-    progress: ProgressCallback,
-) -> dict[str, Any]:
-    """Steps ``start``..``steps-1`` of one phase; updates ``position`` in place, checkpoints every N steps."""
-    loader = DataLoader(
-        stream,
-        batch_size=None,
-        num_workers=config.num_workers,
-        pin_memory=runtime.device.type == "cuda",
-        prefetch_factor=4 if config.num_workers else None,
-    )
-    tokens_per_step = config.global_batch_size * int(phase["seq_len"])
-    batches = iter(loader)
-    wait_total = step_total = 0.0
-    recent_losses: list[float] = []
-    model.train()
-    for step in range(start, steps):
-        step_started = time.perf_counter()
-        micro_batches, wait = _next_step_batches(batches, step, accumulation, phase["name"])
-        lr = lr_at(position.global_step, phase_lrs, config.peak_lr)
-        loss = optimizer_step(wrapped, model, optimizer, micro_batches, lr, config.grad_clip, runtime)
-        position.global_step += 1
-        position.next_step = step + 1
-        position.tokens += tokens_per_step
-        step_time = time.perf_counter() - step_started
-        wait_total += wait
-        step_total += step_time
-        recent_losses = (recent_losses + [loss])[-10:]
-        record = {
-            "kind": "step", "global_step": position.global_step - 1, "phase": phase["name"], "phase_step": step,
-            "loss": loss, "lr": lr, "tokens": position.tokens,
-            "data_wait_s": wait, "step_s": step_time,
+    def _train_steps(self, stream: PhaseStream, phase: dict, start: int, steps: int) -> dict[str, Any]:
+        """Steps ``start``..``steps-1`` of one phase, with metrics and a checkpoint every N steps."""
+        config, position = self.config, self.position
+        loader = DataLoader(
+            stream, batch_size=None, num_workers=config.num_workers, pin_memory=self.runtime.device.type == "cuda",
+            prefetch_factor=4 if config.num_workers else None,
+        )
+        tokens_per_step = config.global_batch_size * int(phase["seq_len"])
+        batches = iter(loader)
+        wait_total = step_total = 0.0
+        recent_losses: list[float] = []
+        self.model.train()
+        for step in range(start, steps):
+            step_started = time.perf_counter()
+            micro_batches, wait = _next_step_batches(batches, step, self.accumulation, phase["name"])
+            lr = lr_at(position.global_step, self.phase_lrs, config.peak_lr)
+            loss = optimizer_step(self.wrapped, self.optimizer, micro_batches, lr, config.grad_clip, self.runtime)
+            position.global_step, position.next_step = position.global_step + 1, step + 1
+            position.tokens += tokens_per_step
+            step_time = time.perf_counter() - step_started
+            wait_total, step_total = wait_total + wait, step_total + step_time
+            recent_losses = (recent_losses + [loss])[-10:]
+            record = {
+                "kind": "step", "global_step": position.global_step - 1, "phase": phase["name"], "phase_step": step,
+                "loss": loss, "lr": lr, "tokens": position.tokens, "data_wait_s": wait, "step_s": step_time,
+            }
+            if (step + 1) % config.log_every == 0 and step + 1 < steps:
+                record["shares"] = stream.realized_shares(step + 1)
+            if self.metrics is not None:
+                self.metrics.write(record)
+            self.progress({"event": "step", **record, "steps": steps})
+            every = config.checkpoint.every
+            if every and position.global_step % every == 0 and step + 1 < steps:  # phase ends save anyway
+                self._save()
+        del batches  # stops DataLoader workers before the next phase starts its own
+        return {
+            "phase": phase["name"], "global_step": position.global_step, "steps": steps,
+            "loss": sum(recent_losses) / len(recent_losses) if recent_losses else None,
+            "data_wait_s": wait_total, "step_s": step_total,
+            "data_wait_fraction": wait_total / step_total if step_total else 0.0,
         }
-        if (step + 1) % config.log_every == 0 and step + 1 < steps:
-            record["shares"] = stream.realized_shares(step + 1)
-        if metrics is not None:
-            metrics.write(record)
-        progress({"event": "step", **record, "steps": steps})
-        every = config.checkpoint.every
-        if every and position.global_step % every == 0 and step + 1 < steps:
-            _checkpoint(config, runtime, model, optimizer, position, phase_lrs)
-    del batches  # stops DataLoader workers before the next phase starts its own
-    return {
-        "phase": phase["name"], "global_step": position.global_step, "steps": steps,
-        "loss": sum(recent_losses) / len(recent_losses) if recent_losses else None,
-        "data_wait_s": wait_total, "step_s": step_total,
-        "data_wait_fraction": wait_total / step_total if step_total else 0.0,
-    }
+
+    def _fingerprint(self) -> dict[str, Any]:
+        """What must not change between a checkpoint and its resume (world size and workers may)."""
+        config = self.config
+        return {
+            "mixture": config.mixture, "model": config.model.model_dump(), "global_batch_size": config.global_batch_size,
+            "phases": config.phases, "max_steps_per_phase": config.max_steps_per_phase, "peak_lr": config.peak_lr,
+            "lr": config.lr.model_dump() if config.lr else None,
+        }
+
+    def _save(self) -> None:
+        """Checkpoint the run as it stands (rank 0 writes; every rank waits for it)."""
+        if self.runtime.is_main:
+            state = {
+                "fingerprint": self._fingerprint(),
+                "position": vars(self.position).copy(),
+                "phase_lrs": [phase.model_dump() for phase in self.phase_lrs],
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "rng": rng_state(),
+            }
+            save_checkpoint(self.config.checkpoint_dir, self.position.global_step, state, self.config.checkpoint.keep)
+        if self.runtime.world_size > 1:
+            dist.barrier()
+
+    def _resume(self) -> None:
+        """Load the newest checkpoint, if any, into model, optimizer, RNGs, position and schedule."""
+        directory = self.config.checkpoint_dir
+        if not self.config.checkpoint.resume:
+            if list_checkpoints(directory):
+                raise MidmixError(
+                    f"{directory} holds checkpoints but checkpoint.resume is false; empty it or point checkpoint.dir elsewhere"
+                )
+            return
+        state = load_latest(directory)
+        if state is None:
+            return
+        expected = self._fingerprint()
+        if state["fingerprint"] != expected:
+            changed = sorted(key for key, value in expected.items() if state["fingerprint"].get(key) != value)
+            raise MidmixError(
+                f"the checkpoints in {directory} belong to a run with other {', '.join(changed)}; "
+                "restore those settings or point checkpoint.dir elsewhere"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        restore_rng(state["rng"])
+        self.position = Position(**state["position"])
+        self.phase_lrs = [PhaseLr.model_validate(item) for item in state["phase_lrs"]]
 
 
 def _next_step_batches(batches: Iterator[dict], step: int, accumulation: int, phase: str) -> tuple[list[dict], float]:
@@ -264,7 +298,6 @@ def _next_step_batches(batches: Iterator[dict], step: int, accumulation: int, ph
 
 def optimizer_step(
     wrapped: torch.nn.Module,
-    model: Decoder,
     optimizer: torch.optim.Optimizer,
     micro_batches: list[dict],
     lr: float,
@@ -275,7 +308,7 @@ def optimizer_step(
     device = runtime.device
     local_count = sum(int((batch["targets"] != IGNORE_INDEX).sum()) for batch in micro_batches)
     count = _all_reduce_sum(torch.tensor(float(local_count), dtype=torch.float64), runtime)
-    loss_sum = torch.zeros((), dtype=torch.float64)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # summed on device: one sync per step
     for index, batch in enumerate(micro_batches):
         inputs = {key: batch[key].to(device, non_blocking=True) for key in ("input_ids", "position_ids", "doc_ids")}
         targets = batch["targets"].to(device, non_blocking=True)
@@ -288,9 +321,9 @@ def optimizer_step(
                 logits.float().view(-1, logits.shape[-1]), targets.view(-1), ignore_index=IGNORE_INDEX, reduction="sum"
             )
             (token_loss * (runtime.world_size / count.item())).backward()
-        loss_sum += token_loss.detach().double().cpu()
+        loss_sum += token_loss.detach().double()
     if grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        torch.nn.utils.clip_grad_norm_(wrapped.parameters(), grad_clip)
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.step()
@@ -299,10 +332,20 @@ def optimizer_step(
 
 
 def _all_reduce_sum(value: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    """Sum over ranks (on the device: NCCL reduces CUDA tensors only), returned on CPU."""
+    value = value.to(runtime.device)
     if runtime.world_size > 1:
-        value = value.to(runtime.device) if runtime.device.type == "cuda" else value
         dist.all_reduce(value)
     return value.cpu()
+
+
+def _data_parallel(model: Decoder, runtime: Runtime) -> torch.nn.Module:
+    """DDP over the ranks when there are several; the bare model otherwise."""
+    if runtime.world_size == 1:
+        return model
+    device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+    # Rotary tables are rebuilt identically on every rank, so DDP need not broadcast buffers.
+    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
 
 
 def build_optimizer(model: Decoder, config: TrainConfig) -> torch.optim.AdamW:
@@ -397,67 +440,3 @@ def _eval_loss(
         ))
         count += int((batch["targets"] != IGNORE_INDEX).sum())
     return total / count if count else float("nan")
-
-
-# --- checkpoints -----------------------------------------------------------------------------
-
-
-def _fingerprint(config: TrainConfig) -> dict[str, Any]:
-    """What must not change between a checkpoint and its resume (world size and workers may)."""
-    return {
-        "mixture": config.mixture,
-        "model": config.model.model_dump(),
-        "global_batch_size": config.global_batch_size,
-        "phases": config.phases,
-        "max_steps_per_phase": config.max_steps_per_phase,
-        "peak_lr": config.peak_lr,
-        "lr": config.lr.model_dump() if config.lr else None,
-    }
-
-
-def _checkpoint(
-    config: TrainConfig,
-    runtime: Runtime,
-    model: Decoder,
-    optimizer: torch.optim.Optimizer,
-    position: Position,
-    phase_lrs: list[PhaseLr],
-) -> None:
-    if runtime.is_main:
-        state = {
-            "fingerprint": _fingerprint(config),
-            "position": vars(position).copy(),
-            "phase_lrs": [phase.model_dump() for phase in phase_lrs],
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "rng": rng_state(),
-        }
-        save_checkpoint(config.checkpoint_dir, position.global_step, state, config.checkpoint.keep)
-    if runtime.world_size > 1:
-        dist.barrier()
-
-
-def _resume(
-    config: TrainConfig, runtime: Runtime, model: Decoder, optimizer: torch.optim.Optimizer
-) -> tuple[Position, list[PhaseLr]] | None:
-    """Load the newest checkpoint into model and optimizer; None for a fresh run."""
-    directory = config.checkpoint_dir
-    if not config.checkpoint.resume:
-        if list_checkpoints(directory):
-            raise MidmixError(
-                f"{directory} holds checkpoints but checkpoint.resume is false; empty it or point checkpoint.dir elsewhere"
-            )
-        return None
-    state = load_latest(directory)
-    if state is None:
-        return None
-    if state["fingerprint"] != _fingerprint(config):
-        changed = sorted(key for key, value in _fingerprint(config).items() if state["fingerprint"].get(key) != value)
-        raise MidmixError(
-            f"the checkpoints in {directory} belong to a run with other {', '.join(changed)}; "
-            "restore those settings or point checkpoint.dir elsewhere"
-        )
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    restore_rng(state["rng"])
-    return Position(**state["position"]), [PhaseLr.model_validate(item) for item in state["phase_lrs"]]
