@@ -81,10 +81,10 @@ def lsh_candidates(signatures: np.ndarray, members: np.ndarray, bands: int, rows
         key = mix64(key ^ np.uint64(band))
         order = np.argsort(key, kind="stable")
         sorted_keys = key[order]
-        bounds = np.flatnonzero(np.diff(np.concatenate([[1], (sorted_keys[1:] != sorted_keys[:-1]).astype(np.int8), [1]])))
-        for start, end in zip(bounds[:-1], bounds[1:]):
-            if end - start >= 2:
-                pairs.append(_bucket_pairs(members[order[start:end]]))
+        starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
+        ends = np.append(starts[1:], len(sorted_keys))
+        for start, end in zip(starts[ends - starts >= 2].tolist(), ends[ends - starts >= 2].tolist()):
+            pairs.append(_bucket_pairs(members[order[start:end]]))
     if not pairs:
         return np.zeros((0, 2), dtype=np.int64)
     stacked = np.concatenate(pairs)

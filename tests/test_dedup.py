@@ -1,0 +1,90 @@
+"""Dedup on planted duplicates: recall >= 0.95 at 5-gram Jaccard >= 0.8, precision >= 0.98,
+no exact duplicate survives, and each cluster keeps its best-quality document."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipelines.config import DedupConfig
+from pipelines.dedup.cluster import DedupInput, cluster_documents, jaccard, shingle_set
+from pipelines.dedup.minhash import exact_hash, signatures
+from pipelines.steps.words import split_words
+
+CONFIG = DedupConfig()
+
+
+def planted_corpus(seed: int = 7) -> tuple[list[str], list[tuple[int, int]]]:
+    """Unique random-word docs, plus an edited copy of most of them (1-8 word substitutions)."""
+    rng = np.random.default_rng(seed)
+    texts, pairs = [], []
+    for _ in range(160):
+        words = [f"w{w}" for w in rng.integers(0, 50_000, size=rng.integers(120, 400))]
+        texts.append(" ".join(words))
+        edited = list(words)
+        for position in rng.choice(len(words), size=rng.integers(1, 9), replace=False):
+            edited[position] = f"x{rng.integers(0, 10**9)}"
+        pairs.append((len(texts) - 1, len(texts)))
+        texts.append(" ".join(edited))
+    for index in range(0, 40, 2):  # exact copies of 20 originals
+        pairs.append((index, len(texts)))
+        texts.append(texts[index])
+    return texts, pairs
+
+
+def run_dedup(texts: list[str], quality: np.ndarray, config: DedupConfig = CONFIG):
+    batch = split_words(texts)
+    sigs, present = signatures(batch.hashes, batch.offsets, config.ngram, config.num_bands * config.rows_per_band)
+    data = DedupInput(np.array([exact_hash(text) for text in texts], dtype=np.uint64), sigs, present, quality)
+    return cluster_documents(data, config, lambda indices: [texts[i] for i in indices])
+
+
+@pytest.fixture(scope="module")
+def planted():
+    texts, pairs = planted_corpus()
+    quality = np.random.default_rng(1).random(len(texts))
+    shingles = [shingle_set(text, CONFIG.ngram) for text in texts]
+    return texts, pairs, quality, shingles, run_dedup(texts, quality)
+
+
+def test_near_duplicate_recall_and_precision(planted) -> None:
+    texts, pairs, quality, shingles, result = planted
+    similar = [(a, b) for a, b in pairs if jaccard(shingles[a], shingles[b]) >= 0.8]
+    assert len(similar) >= 120  # the plant has enough true pairs to measure recall
+    found = sum(result.keeper[a] == result.keeper[b] for a, b in similar)
+    assert found / len(similar) >= 0.95
+    merged = [(item, keeper) for item, keeper in enumerate(result.keeper.tolist()) if item != keeper]
+    correct = sum(jaccard(shingles[item], shingles[keeper]) >= 0.8 for item, keeper in merged)
+    assert correct / len(merged) >= 0.98
+
+
+def test_pairs_below_threshold_stay_apart(planted) -> None:
+    texts, pairs, quality, shingles, result = planted
+    dissimilar = [(a, b) for a, b in pairs if jaccard(shingles[a], shingles[b]) < 0.8]
+    assert dissimilar  # edits of up to 8 words push some pairs below 0.8
+    assert all(result.keeper[a] != result.keeper[b] for a, b in dissimilar)
+
+
+def test_no_exact_duplicate_survives(planted) -> None:
+    texts, pairs, quality, shingles, result = planted
+    kept = [texts[i] for i in range(len(texts)) if result.keeper[i] == i]
+    assert len(kept) == len(set(kept))
+    exact_removed = [i for i, reason in enumerate(result.reason) if reason == "exact_duplicate"]
+    assert all(texts[i] == texts[result.keeper[i]] for i in exact_removed)
+
+
+def test_cluster_keeps_highest_quality_and_records_size(planted) -> None:
+    texts, pairs, quality, shingles, result = planted
+    for cluster in set(result.keeper.tolist()):
+        members = np.flatnonzero(result.keeper == cluster)
+        assert cluster == members[np.argmax(quality[members])]
+        assert (result.size[members] == len(members)).all()
+
+
+def test_exact_only_mode_ignores_near_duplicates() -> None:
+    texts = ["alpha beta gamma delta epsilon zeta eta theta", "alpha beta gamma delta epsilon zeta eta iota",
+             "alpha beta gamma delta epsilon zeta eta theta"]
+    result = run_dedup(texts, np.array([0.1, 0.9, 0.5]), DedupConfig(minhash=False))
+    assert result.keeper.tolist() == [2, 1, 2]
+    assert result.reason == ["exact_duplicate", None, None]
+    assert result.size.tolist() == [2, 1, 2]
