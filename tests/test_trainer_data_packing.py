@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.packing import IGNORE_INDEX, document_stream, documents_stream, pack_documents, pack_sequences
+from trainer.packing import IGNORE_INDEX, pack_documents, pack_pieces
 
 EOS = 0
 M = IGNORE_INDEX
@@ -21,14 +21,13 @@ def test_documents_are_joined_with_eos_and_cut_with_one_token_overlap():
 
 def test_eos_predicting_the_next_document_is_masked_but_predicting_eos_is_learned():
     packed = pack_documents(DOCS, seq_len=4, eos_id=EOS)
-    masked = packed.targets == M
-    assert np.array_equal(masked, packed.input_ids == EOS)
+    assert np.array_equal(packed.targets == M, packed.input_ids == EOS)
     assert packed.targets[0, 2] == EOS
 
 
 def test_doc_ids_segment_each_sequence_by_document():
-    packed = pack_documents(DOCS, seq_len=4, eos_id=EOS)
-    assert packed.doc_ids.tolist() == [[0, 0, 0, 0], [1, 1, 1, 2], [2, 2, 2, 2]]
+    packed = pack_documents(DOCS, seq_len=4, eos_id=EOS, first_doc=40)
+    assert packed.doc_ids.tolist() == [[40, 40, 40, 40], [41, 41, 41, 42], [42, 42, 42, 42]]
 
 
 def test_positions_reset_at_each_document_and_at_a_continued_document():
@@ -46,20 +45,12 @@ def test_a_document_longer_than_a_sequence_spans_several():
     assert packed.position_ids.tolist() == [[0, 1, 2], [0, 1, 2], [0, 1, 2], [0, 1, 0]]
 
 
-def test_incomplete_tail_is_dropped_and_short_streams_raise():
+def test_incomplete_tail_is_dropped():
     packed = pack_documents(DOCS, seq_len=5, eos_id=EOS)
-    assert packed.input_ids.shape == (2, 5)
-    with pytest.raises(ValueError, match="needs 16 stream tokens, got 13"):
-        pack_sequences(documents_stream(DOCS, EOS), seq_len=5, n_sequences=3)
-
-
-def test_stream_from_flat_values_numbers_documents_from_first_doc():
-    values = np.array([9, 1, 2, 3, 9, 4, 5], dtype=np.uint32)
-    stream = document_stream(values, starts=np.array([1, 5]), lengths=np.array([3, 2]), eos_id=EOS, first_doc=40)
-    assert stream.tokens.tolist() == [1, 2, 3, 0, 4, 5, 0]
-    assert stream.doc_ids.tolist() == [40, 40, 40, 40, 41, 41, 41]
-    assert stream.positions.tolist() == [0, 1, 2, 3, 0, 1, 2]
-    assert stream.window(2, 5).tokens.tolist() == [3, 0, 4]
+    # 13 stream tokens make 2 sequences of 5 (11 tokens); "9 10 E" is dropped
+    assert packed.input_ids.tolist() == [[1, 2, 3, 0, 4], [5, 0, 6, 7, 8]]
+    assert packed.targets.tolist() == [[2, 3, 0, M, 5], [0, M, 7, 8, 9]]
+    assert pack_documents([np.array([1])], seq_len=5, eos_id=EOS).input_ids.shape == (0, 5)
 
 
 def test_empty_documents_are_just_an_eos():
@@ -68,3 +59,18 @@ def test_empty_documents_are_just_an_eos():
     assert packed.input_ids.tolist() == [[0, 7]]
     assert packed.targets.tolist() == [[M, 0]]
     assert packed.input_ids.dtype == np.int64
+
+
+def test_windows_pack_independently_and_may_start_inside_a_document():
+    # window 0: doc 5 = [1 2] E, doc 6 = [3] E (5 tokens); window 1 starts inside doc 9: [7 8] E [9] (no EOS yet)
+    pieces = [np.array([1, 2]), np.array([3]), np.array([7, 8]), np.array([9, 9])]
+    packed = pack_pieces(pieces, np.array([5, 6, 9, 10]), np.array([True, True, True, False]), seq_len=2, eos_id=EOS, windows=2)
+    assert packed.input_ids.tolist() == [[1, 2], [0, 3], [7, 8], [0, 9]]
+    assert packed.targets.tolist() == [[2, 0], [M, 0], [8, 0], [M, 9]]
+    assert packed.doc_ids.tolist() == [[5, 5], [5, 6], [9, 9], [9, 10]]
+    assert packed.position_ids.tolist() == [[0, 1], [0, 0], [0, 1], [0, 0]]
+
+
+def test_pieces_that_do_not_fill_whole_windows_raise():
+    with pytest.raises(ValueError, match="do not make 1 windows of n \\* 4 \\+ 1 tokens"):
+        pack_pieces([np.array([1, 2, 3])], np.array([0]), np.array([True]), seq_len=4, eos_id=EOS)

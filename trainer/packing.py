@@ -6,12 +6,12 @@ the first ``seq_len``, targets the last ``seq_len``), so consecutive sequences s
 token and every stream token after the first is a target exactly once; a document that
 crosses a sequence boundary simply continues in the next sequence.
 
-Per input token we also emit ``doc_ids`` (the stream index of the document it belongs to, its
-EOS included) so attention can be masked to the document, and ``position_ids`` counting from
-the document's first token in this sequence (a document continued from the previous sequence
-restarts at 0: it cannot attend to its earlier part anyway, and positions stay < seq_len).
-A target whose document differs from its input's (the EOS predicting the next document's
-first token) is ``IGNORE_INDEX``. Everything is whole-array numpy; no per-token Python loops.
+Per input token we also emit ``doc_ids`` (the document it belongs to, its EOS included) so
+attention can be masked to the document, and ``position_ids`` counting from the document's
+first token in this sequence (a document continued from the previous sequence restarts at 0:
+it cannot attend to its earlier part anyway, and positions stay < seq_len). The target of an
+EOS (the next document's first token) is ``IGNORE_INDEX``, so nothing is learned across
+documents. Work is whole-array numpy plus one slice copy per document piece; no per-token loop.
 """
 
 from __future__ import annotations
@@ -26,24 +26,8 @@ IGNORE_INDEX = -100
 
 
 @dataclass(frozen=True)
-class TokenStream:
-    """A run of consecutive stream tokens: ids, their document index and position in it."""
-
-    tokens: np.ndarray
-    doc_ids: np.ndarray
-    positions: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def window(self, start: int, stop: int) -> "TokenStream":
-        """Stream tokens ``[start, stop)`` (views, no copy)."""
-        return TokenStream(self.tokens[start:stop], self.doc_ids[start:stop], self.positions[start:stop])
-
-
-@dataclass(frozen=True)
 class PackedSequences:
-    """``n`` packed sequences; every array is int64 ``[n, seq_len]`` (inputs may be views of the stream)."""
+    """``n`` packed sequences; every array is int64 ``[n, seq_len]``."""
 
     input_ids: np.ndarray
     targets: np.ndarray
@@ -51,69 +35,72 @@ class PackedSequences:
     doc_ids: np.ndarray
 
 
-def document_stream(
-    values: np.ndarray, starts: np.ndarray, lengths: np.ndarray, eos_id: int, first_doc: int = 0
-) -> TokenStream:
-    """The stream of documents ``values[starts[i] : starts[i] + lengths[i]]``, each plus EOS.
+def pack_pieces(
+    pieces: Sequence[np.ndarray],
+    doc_ids: np.ndarray,
+    eos_after: np.ndarray,
+    seq_len: int,
+    eos_id: int,
+    windows: int = 1,
+) -> PackedSequences:
+    """Pack ``windows`` stream windows, each exactly ``n * seq_len + 1`` tokens, into ``windows * n`` sequences.
+
+    The windows are given as consecutive *pieces*: a piece is a run of one document's ids
+    (``doc_ids[i]``), followed by an EOS where ``eos_after[i]``. Only a window's first piece
+    may start inside a document (that is the sequence start, where positions reset anyway).
+    """
+    doc_ids = np.asarray(doc_ids, dtype=np.int64)
+    eos_after = np.asarray(eos_after, dtype=bool)
+    lengths = np.fromiter((len(piece) for piece in pieces), dtype=np.int64, count=len(pieces))
+    spans = lengths + eos_after
+    total = int(spans.sum())
+    width = total // windows if windows else 0
+    if windows < 1 or total != windows * width or width < 1 or (width - 1) % seq_len:
+        raise ValueError(f"{total} tokens do not make {windows} windows of n * {seq_len} + 1 tokens")
+    per_window = (width - 1) // seq_len
+    starts = np.cumsum(spans) - spans
+    stream = np.empty(total, dtype=np.int64)
+    for piece, start, length in zip(pieces, starts.tolist(), lengths.tolist()):
+        stream[start : start + length] = piece
+    eos_at = (starts + lengths)[eos_after]
+    stream[eos_at] = eos_id
+
+    shape = (windows * per_window, seq_len)
+    tokens = stream.reshape(windows, width)
+    input_ids = tokens[:, :-1].reshape(shape)
+    targets = np.array(tokens[:, 1:]).reshape(shape)  # a copy: masking must not touch the inputs
+    # An EOS that is an input predicts the next document's first token: mask that target.
+    eos_window, eos_offset = np.divmod(eos_at, width)
+    is_input = eos_offset < width - 1
+    targets.reshape(-1)[eos_window[is_input] * (width - 1) + eos_offset[is_input]] = IGNORE_INDEX
+    doc_stream = np.repeat(doc_ids, spans).reshape(windows, width)[:, :-1]
+    # Positions count from the latest document start or sequence start, whichever is later.
+    piece_window, piece_offset = np.divmod(starts, width)
+    piece_starts = (piece_window * (width - 1) + piece_offset)[piece_offset < width - 1]
+    breaks = np.union1d(piece_starts, np.arange(0, windows * per_window * seq_len, seq_len))
+    runs = np.diff(np.append(breaks, windows * per_window * seq_len))
+    position_ids = np.arange(windows * per_window * seq_len, dtype=np.int64) - np.repeat(breaks, runs)
+    return PackedSequences(
+        input_ids=input_ids, targets=targets, position_ids=position_ids.reshape(shape), doc_ids=doc_stream.reshape(shape)
+    )
+
+
+def pack_documents(documents: Sequence[np.ndarray], seq_len: int, eos_id: int, first_doc: int = 0) -> PackedSequences:
+    """Pack whole documents into all complete sequences; the incomplete tail is dropped.
 
     Documents are numbered ``first_doc, first_doc + 1, ...`` in ``doc_ids``.
     """
-    starts = np.asarray(starts, dtype=np.int64)
-    lengths = np.asarray(lengths, dtype=np.int64)
-    spans = lengths + 1
-    ends = np.cumsum(spans)
-    offsets = ends - spans
-    total = int(ends[-1]) if len(ends) else 0
-    doc_index = np.repeat(np.arange(len(spans), dtype=np.int64), spans)
-    positions = np.arange(total, dtype=np.int64) - offsets[doc_index]
-    is_eos = positions == lengths[doc_index]
-    # One gather: the EOS id is appended to the values and EOS positions point at it.
-    padded = np.append(np.asarray(values, dtype=np.int64), np.int64(eos_id))
-    tokens = padded[np.where(is_eos, len(padded) - 1, starts[doc_index] + positions)]
-    return TokenStream(tokens=tokens, doc_ids=doc_index + first_doc, positions=positions)
-
-
-def documents_stream(documents: Sequence[np.ndarray], eos_id: int, first_doc: int = 0) -> TokenStream:
-    """``document_stream`` over a list of token arrays (convenient for small inputs)."""
-    lengths = np.array([len(doc) for doc in documents], dtype=np.int64)
-    values = np.concatenate([np.asarray(doc, dtype=np.int64) for doc in documents] + [np.empty(0, np.int64)])
-    starts = np.cumsum(lengths) - lengths
-    return document_stream(values, starts, lengths, eos_id, first_doc)
-
-
-def pack_sequences(stream: TokenStream, seq_len: int, n_sequences: int | None = None) -> PackedSequences:
-    """Cut ``stream`` into ``n_sequences`` sequences (default: all complete ones) from its start.
-
-    Needs ``n_sequences * seq_len + 1`` stream tokens.
-    """
-    if n_sequences is None:
-        n_sequences = max(len(stream) - 1, 0) // seq_len
-    needed = n_sequences * seq_len + 1
-    if len(stream) < needed:
-        raise ValueError(f"packing {n_sequences} x {seq_len} needs {needed} stream tokens, got {len(stream)}")
-    window = stream.window(0, needed)
-    return pack_windows(TokenStream(window.tokens[None], window.doc_ids[None], window.positions[None]), seq_len)
-
-
-def pack_windows(windows: TokenStream, seq_len: int) -> PackedSequences:
-    """Pack a ``[W, n * seq_len + 1]`` stack of independent stream windows into ``W * n`` sequences.
-
-    Sequence ``j`` of a window is its tokens ``[j*L, j*L + L + 1)``: inputs and targets are the
-    window shifted by one, reshaped.
-    """
-    count, width = windows.tokens.shape
-    per_window = (width - 1) // seq_len
-    shape = (count * per_window, seq_len)
-    input_ids = windows.tokens[:, :-1].reshape(shape)
-    doc_ids = windows.doc_ids[:, :-1].reshape(shape)
-    same_doc = windows.doc_ids[:, 1:].reshape(shape) == doc_ids
-    targets = np.where(same_doc, windows.tokens[:, 1:].reshape(shape), IGNORE_INDEX)
-    positions = windows.positions[:, :-1].reshape(shape)
-    continued = doc_ids == doc_ids[:, :1]
-    position_ids = np.where(continued, positions - positions[:, :1], positions)
-    return PackedSequences(input_ids=input_ids, targets=targets, position_ids=position_ids, doc_ids=doc_ids)
-
-
-def pack_documents(documents: Sequence[np.ndarray], seq_len: int, eos_id: int) -> PackedSequences:
-    """Pack whole documents into all complete sequences; the incomplete tail is dropped."""
-    return pack_sequences(documents_stream(documents, eos_id), seq_len)
+    lengths = np.fromiter((len(doc) for doc in documents), dtype=np.int64, count=len(documents))
+    ends = np.cumsum(lengths + 1)
+    sequences = (int(ends[-1]) - 1) // seq_len if len(ends) else 0
+    if sequences == 0:
+        empty = np.empty((0, seq_len), dtype=np.int64)
+        return PackedSequences(empty, empty, empty, empty)
+    width = sequences * seq_len + 1
+    last = int(np.searchsorted(ends, width - 1, side="right"))
+    keep = width - int(ends[last] - lengths[last] - 1)  # stream tokens of the last document that fit
+    pieces = [*documents[:last], documents[last][: min(keep, int(lengths[last]))]]
+    eos_after = np.ones(last + 1, dtype=bool)
+    eos_after[-1] = keep > lengths[last]
+    doc_ids = np.arange(first_doc, first_doc + last + 1)
+    return pack_pieces(pieces, doc_ids, eos_after, seq_len, eos_id)

@@ -16,6 +16,7 @@ micro-batch, one Parquet row group at a time, so skipping to ``start_step`` cost
 from __future__ import annotations
 
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -27,10 +28,13 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from midmix.errors import MidmixError, NotFoundError
 from trainer.blend import blend_schedule
-from trainer.packing import PackedSequences, TokenStream, pack_windows
+from trainer.packing import PackedSequences, pack_pieces
 
 _CACHED_ROW_GROUPS = 4
 """Decoded row groups kept per component: micro-batches of one step mostly share them."""
+
+_READ_AHEAD_ROW_GROUPS = 2
+"""Row groups per component decoded in the background ahead of the one being packed."""
 
 _ITEMS_PER_BLOCK = 8
 """Micro-batches built per vectorised call: amortises numpy call overhead over more tokens."""
@@ -137,6 +141,13 @@ class PhaseStream(IterableDataset):
             _ComponentReader(shards, counts, f"phase {self.name!r}, component {name!r}")
             for shards, counts, name in zip(self._shards, self._component_tokens, self.component_names)
         ]
+        try:
+            yield from self._micro_batches(readers, worker_id, workers)
+        finally:
+            for reader in readers:
+                reader.close()
+
+    def _micro_batches(self, readers: list["_ComponentReader"], worker_id: int, workers: int) -> Iterator[dict]:
         per_step = self.micro_batches_per_step
         items = (self.steps_in_phase() - self.start_step) * per_step
         # Item-level round robin matches the DataLoader's in-order fetching from its workers.
@@ -160,62 +171,40 @@ class PhaseStream(IterableDataset):
                 }
 
     def _pack(self, readers: list["_ComponentReader"], first_sequences: np.ndarray) -> PackedSequences:
-        """For each start, the ``micro_batch_size`` sequences from there, stacked in one array."""
-        width = self.micro_batch_size * self.seq_len + 1
-        return pack_windows(self._windows(readers, first_sequences * self.seq_len, width), self.seq_len)
+        """For each start, the ``micro_batch_size`` sequences from there, stacked in one array.
 
-    def _windows(self, readers: list["_ComponentReader"], begins: np.ndarray, width: int) -> TokenStream:
-        """Stream tokens ``[b, b + width)`` for each ``b`` in ``begins``, as ``[len(begins), width]`` arrays.
-
-        Gathered straight from the decoded row groups: only the windows' tokens are touched (a
-        long document is never copied whole), with one vectorised gather per (component, row
-        group) the windows span, and a handful of numpy calls for the whole block.
+        Each is a window of ``micro_batch_size * seq_len + 1`` stream tokens, cut into one piece
+        per document it touches; a piece is a view into a decoded row group, so only the
+        window's tokens are copied (a long document is never copied whole).
         """
+        width = self.micro_batch_size * self.seq_len + 1
+        begins = first_sequences * self.seq_len
         ends = begins + width
         first = np.searchsorted(self._ends, begins, side="right")
         counts = np.searchsorted(self._ends, ends - 1, side="right") - first + 1
-        # The documents each window touches, concatenated; `entry` indexes this list.
+        # The documents each window touches, concatenated (a document can be in two windows).
         docs = np.repeat(first - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()))
         window_of = np.repeat(np.arange(len(begins)), counts)
         lengths, doc_end = self._n_tokens[docs], self._ends[docs]
         doc_start = doc_end - lengths - 1
-        spans = np.minimum(doc_end, ends[window_of]) - np.maximum(doc_start, begins[window_of])
-        entry = np.repeat(np.arange(len(docs)), spans)
-        positions = (begins[:, None] + np.arange(width)).ravel() - doc_start[entry]
-        is_eos = positions == lengths[entry]
+        skip = np.maximum(begins[window_of] - doc_start, 0)
+        spans = np.minimum(doc_end, ends[window_of]) - doc_start - skip
+        eos_after = skip + spans == lengths + 1
+        stops = np.minimum(skip + spans, lengths)
 
-        # Where each document's ids start in its decoded row group, and which group that is.
-        base = np.zeros(len(docs), dtype=np.int64)
-        segment = np.zeros(len(docs), dtype=np.int64)
-        arrays: list[np.ndarray] = []
+        pieces: list[np.ndarray] = [np.empty(0, dtype=np.uint32)] * len(docs)
         components = self._component[docs]
         for index in np.unique(components):
             chosen = np.flatnonzero(components == index)
-            rows, order = np.unique(self._row[docs[chosen]], return_inverse=True)
-            for group, members, offsets in readers[index].locate(rows):
-                hit = np.isin(order, members)
-                segment[chosen[hit]] = len(arrays)
-                base[chosen[hit]] = offsets[np.searchsorted(members, order[hit])]
-                arrays.append(group)
-        source = base[entry] + positions
-        tokens = np.full(len(entry), self.eos_id, dtype=np.int64)
-        token_segment = segment[entry] if len(arrays) > 1 else None
-        for number, values in enumerate(arrays):
-            if not len(values):
-                continue
-            clipped = np.minimum(source, len(values) - 1)  # EOS slots point past the ids; reset below
-            if token_segment is None:
-                tokens[:] = values[clipped]
-            else:
-                hit = token_segment == number
-                tokens[hit] = values[clipped[hit]]
-        tokens[is_eos] = self.eos_id
-        shape = (len(begins), width)
-        return TokenStream(tokens.reshape(shape), docs[entry].reshape(shape), positions.reshape(shape))
+            for values, members, offsets in readers[index].locate(self._row[docs[chosen]]):
+                for entry, offset in zip(chosen[members].tolist(), offsets.tolist()):
+                    pieces[entry] = values[offset + skip[entry] : offset + stops[entry]]
+        return pack_pieces(pieces, docs, eos_after, self.seq_len, self.eos_id, windows=len(begins))
 
 
 class _ComponentReader:
-    """Decodes one component's shards a row group at a time, keeping the last few decoded."""
+    """Decodes one component's shards a row group at a time, keeping the last few decoded
+    and reading the next ones ahead while the caller packs."""
 
     def __init__(self, shards: list[Path], n_tokens: np.ndarray, where: str):
         self._paths = shards
@@ -231,19 +220,45 @@ class _ComponentReader:
         self._groups = groups
         self._group_starts = np.array(starts, dtype=np.int64)
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        # One thread decodes every group, so a ParquetFile is never read from two threads.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="midmix-decode")
+        self._pending: dict[int, Future] = {}
 
     def locate(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """For ascending component ``rows``: (group ids, which of ``rows`` it holds, their offsets)."""
+        """For non-decreasing component ``rows``: (decoded ids of a row group, which of ``rows``
+        it holds, where each of those starts in the ids)."""
         owners = np.searchsorted(self._group_starts, rows, side="right") - 1
         for group in np.unique(owners):
             members = np.flatnonzero(owners == group)
             values, offsets = self._row_group(int(group))
             yield values, members, offsets[rows[members] - self._group_starts[group]]
 
+    def close(self) -> None:
+        """Stop reading ahead."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
     def _row_group(self, group: int) -> tuple[np.ndarray, np.ndarray]:
+        """The decoded group; the next ones start decoding in the background (pyarrow frees the GIL)."""
         if group in self._cache:
             self._cache.move_to_end(group)
             return self._cache[group]
+        decoded = self._decoding(group).result()
+        del self._pending[group]
+        self._cache[group] = decoded
+        if len(self._cache) > _CACHED_ROW_GROUPS:
+            self._cache.popitem(last=False)
+        for ahead in range(group + 1, min(group + 1 + _READ_AHEAD_ROW_GROUPS, len(self._groups))):
+            if ahead not in self._cache:
+                self._decoding(ahead)
+        return decoded
+
+    def _decoding(self, group: int) -> Future:
+        if group not in self._pending:
+            self._pending[group] = self._pool.submit(self._decode, group)
+        return self._pending[group]
+
+    def _decode(self, group: int) -> tuple[np.ndarray, np.ndarray]:
+        """Flat ids and row offsets of one row group, checked against the n_tokens column."""
         shard, index = self._groups[group]
         column = self._files[shard].read_row_group(index, columns=["input_ids"]).column(0)
         ids = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
@@ -254,11 +269,7 @@ class _ComponentReader:
                 f"{self._where}: input_ids lengths disagree with n_tokens in {self._paths[shard]}; "
                 "the shard is corrupt, delete it from the cache and fetch it again"
             )
-        decoded = (ids.values.to_numpy()[offsets[0] : offsets[-1]], offsets - offsets[0])
-        self._cache[group] = decoded
-        if len(self._cache) > _CACHED_ROW_GROUPS:
-            self._cache.popitem(last=False)
-        return decoded
+        return ids.values.to_numpy()[offsets[0] : offsets[-1]], offsets - offsets[0]
 
 
 def _local_shard(phase: str, shard_path: Callable[[dict], Path], entry: dict) -> Path:
