@@ -145,7 +145,7 @@ def planner_spec() -> dict:
     def domain(d: str) -> dict:
         return {"column": "domain", "op": "==", "value": d}
 
-    top = lambda p: {"column": "quality.fasttext_hq", "op": "top_percent", "value": p}  # noqa: E731
+    top = lambda p: {"column": "quality.fasttext_hq", "op": "top_percent", "value": p}
     return {
         "name": "plan-bench", "eval": {"fraction": 0.001},
         "phases": [

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Self
 
 import duckdb
 
@@ -59,7 +60,7 @@ class Catalog:
         self.path = self.data_dir / CATALOG_FILE
         self._reader: duckdb.DuckDBPyConnection | None = None
 
-    def __enter__(self) -> "Catalog":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -8,8 +8,8 @@ atomically (temporary name, then rename) so a killed run never leaves a half-wri
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow.parquet as pq
 

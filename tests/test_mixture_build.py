@@ -63,7 +63,7 @@ def _spec(**overrides) -> dict:
 
 def _rows(version_dir: Path, component: dict) -> dict[str, list]:
     tables = [pq.read_table(version_dir / shard["path"]) for shard in component["shards"]]
-    return {name: sum((t.column(name).to_pylist() for t in tables), []) for name in ("doc_id", "quality", "n_tokens", "domain")}
+    return {name: [v for t in tables for v in t.column(name).to_pylist()] for name in ("doc_id", "quality", "n_tokens", "domain")}
 
 
 def test_budgets_are_met_within_one_document_and_shards_match_the_manifest(data_dir):
@@ -218,7 +218,7 @@ def test_diff_reports_token_changes_and_documents_added_and_removed(data_dir):
     by_name = {c["name"]: c for c in stable["components"]}
     assert by_name["qa"]["status"] == "added" and by_name["qa"]["docs_removed"] == []
     assert by_name["web"]["tokens_delta"] == b["phases"][0]["components"][0]["realized_tokens"] - a["phases"][0]["components"][0]["realized_tokens"] < 0
-    ids = lambda m: set(_rows(data_dir / "mixtures" / m["version"], m["phases"][1]["components"][0])["doc_id"])  # noqa: E731
+    ids = lambda m: set(_rows(data_dir / "mixtures" / m["version"], m["phases"][1]["components"][0])["doc_id"])
     math = anneal["components"][0]
     assert math["docs_added"] == sorted(ids(b) - ids(a)) and len(math["docs_added"]) > 0
     assert math["docs_removed"] == sorted(ids(a) - ids(b))

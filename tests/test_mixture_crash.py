@@ -12,8 +12,8 @@ import pytest
 
 from midmix.hashing import sha256_file
 from pipelines.catalog import Catalog
-from pipelines.mixture.shards import TEST_SLOW_ENV
 from pipelines.mixture.sample_dataset import write_sample_dataset
+from pipelines.mixture.shards import TEST_SLOW_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample-corpus" / "corpus.jsonl.gz"

@@ -27,9 +27,22 @@ from midmix.errors import MidmixError
 from midmix.hashing import version_id
 from midmix.publish import publishing, staging_path
 from pipelines.catalog import Catalog
-from pipelines.mixture.plan import EPOCH_TOLERANCE, ComponentPlan, MixturePlan, PhasePlan, plan_mixture
+from pipelines.mixture.plan import (
+    EPOCH_TOLERANCE,
+    ComponentPlan,
+    MixturePlan,
+    PhasePlan,
+    plan_mixture,
+)
 from pipelines.mixture.selection import EVAL_TABLE, order_sql, pool_sql, selection_sql
-from pipelines.mixture.shards import ProgressCallback, TextReader, shard_table, take_rows, write_json, write_shards
+from pipelines.mixture.shards import (
+    ProgressCallback,
+    TextReader,
+    shard_table,
+    take_rows,
+    write_json,
+    write_shards,
+)
 from pipelines.mixture.spec import ComponentSpec, MixtureSpec, PhaseSpec, slug
 from pipelines.tokenizer import Tokenizer
 
@@ -180,7 +193,7 @@ def build_component(
     realized = sum(s["tokens"] for s in shards)
     return {
         "name": plan.name, "weight": plan.weight, "target_tokens": plan.requested_tokens,
-        "realized_tokens": realized, "docs": len(sequence), "unique_docs": int(len(np.unique(sequence))),
+        "realized_tokens": realized, "docs": len(sequence), "unique_docs": len(np.unique(sequence)),
         "available_docs": docs.num_rows, "available_tokens": available,
         "epochs": round(realized / available, 6) if available else 0.0, "max_epochs": component.max_epochs,
         "general": plan.general, "datasets": plan.datasets, "selection": plan.selection,

@@ -19,13 +19,19 @@ from pipelines.catalog import Catalog
 from pipelines.mixture.selection import (
     EVAL_TABLE,
     create_eval_table,
+    iter_predicates,
     percent_predicates,
     pool_sql,
     resolve_thresholds,
     selection_sql,
     threshold_names,
 )
-from pipelines.mixture.spec import ComponentSpec, MixtureSpec, PhaseSpec, Selection, effective_weights
+from pipelines.mixture.spec import (
+    ComponentSpec,
+    MixtureSpec,
+    PhaseSpec,
+    effective_weights,
+)
 from pipelines.tokenizer import Tokenizer
 
 EPOCH_TOLERANCE = 1e-9
@@ -196,26 +202,13 @@ def _check_columns(spec: MixtureSpec, catalog: Catalog, resolved: dict[str, str]
     """Quality classifiers named in selections or curricula must exist in every input dataset."""
     names = {d["version"]: set(d["quality_names"]) for d in catalog.datasets()}
     for phase in spec.phases:
-        keys = [phase.curriculum.key] if phase.curriculum.key else []
         for component in phase.components:
-            columns = keys + _columns(component.select)
-            for column in columns:
-                if not column.startswith("quality."):
-                    continue
-                for ref in component.datasets:
-                    version = resolved[ref]
-                    if column[len("quality.") :] not in names.get(version, set()):
-                        known = ", ".join(f"quality.{n}" for n in sorted(names.get(version, set()))) or "none"
+            columns = [phase.curriculum.key or ""] + [p.column for p in iter_predicates(component.select)]
+            for column in (c for c in columns if c.startswith("quality.")):
+                for version in (resolved[ref] for ref in component.datasets):
+                    if column.removeprefix("quality.") not in names[version]:
+                        known = ", ".join(f"quality.{n}" for n in sorted(names[version])) or "none"
                         raise MidmixError(
                             f"phase '{phase.name}': component '{component.name}': dataset {version} has no "
                             f"quality score '{column}'; known: {known}"
                         )
-
-
-def _columns(node: Selection | None) -> list[str]:
-    if node is None:
-        return []
-    if hasattr(node, "column"):
-        return [node.column]
-    children = node.all if hasattr(node, "all") else node.any
-    return [column for child in children for column in _columns(child)]

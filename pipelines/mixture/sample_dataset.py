@@ -75,11 +75,11 @@ def write_sample_dataset(
     corpus: Path,
     limit: int | None = None,
     repeat: int = 1,
-    tokenizer: TokenizerSpec = TokenizerSpec(),
+    tokenizer: TokenizerSpec | None = None,
 ) -> dict:
     """Publish the corpus as a curated dataset version under ``data_dir/datasets``; returns its manifest."""
     docs = read_corpus(corpus, limit, repeat)
-    tok = Tokenizer(tokenizer)
+    tok = Tokenizer(tokenizer or TokenizerSpec())
     counts = tok.count_batch([doc["text"] for doc in docs])
     version = version_id(
         "ds",
@@ -103,8 +103,8 @@ def _manifest(version: str, corpus: Path, docs: list[dict], counts: list[int], t
     tokens_by = {key: Counter() for key in ("domain", "lang", "source")}
     docs_by = {key: Counter() for key in ("domain", "lang", "source")}
     for doc, n in zip(docs, counts):
-        for key in tokens_by:
-            tokens_by[key][doc.get(key)] += n
+        for key, tokens in tokens_by.items():
+            tokens[doc.get(key)] += n
             docs_by[key][doc.get(key)] += 1
     return {
         "version": version, "kind": "dataset",

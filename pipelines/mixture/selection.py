@@ -8,9 +8,18 @@ to absolute thresholds first, so what was applied can be recorded and reproduced
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import duckdb
 
-from pipelines.mixture.spec import AllOf, AnyOf, CurriculumSpec, EvalSplitSpec, Predicate, Selection
+from pipelines.mixture.spec import (
+    AllOf,
+    AnyOf,
+    CurriculumSpec,
+    EvalSplitSpec,
+    Predicate,
+    Selection,
+)
 
 EVAL_TABLE = "eval_ids"
 _SQL_OPS = {"==": "=", "!=": "<>", ">=": ">=", ">": ">", "<=": "<=", "<": "<"}
@@ -28,14 +37,20 @@ def column_expr(column: str) -> str:
     return f'"{column}"'
 
 
+def iter_predicates(node: Selection | None) -> Iterator[Predicate]:
+    """Every predicate of a selection tree, in tree order."""
+    if node is None:
+        return
+    if isinstance(node, Predicate):
+        yield node
+        return
+    for child in node.all if isinstance(node, AllOf) else node.any:
+        yield from iter_predicates(child)
+
+
 def percent_predicates(node: Selection | None) -> list[Predicate]:
     """The ``top_percent`` / ``bottom_percent`` predicates of a selection, in tree order."""
-    if node is None:
-        return []
-    if isinstance(node, Predicate):
-        return [node] if node.op in ("top_percent", "bottom_percent") else []
-    children = node.all if isinstance(node, AllOf) else node.any
-    return [found for child in children for found in percent_predicates(child)]
+    return [p for p in iter_predicates(node) if p.op in ("top_percent", "bottom_percent")]
 
 
 def threshold_names(predicates: list[Predicate]) -> list[str]:

@@ -18,10 +18,17 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from midmix.errors import MidmixError
 from pipelines.schema import SIGNAL_COLUMNS
@@ -64,7 +71,7 @@ class Predicate(_Strict):
     value: float | str | list[str]
 
     @model_validator(mode="after")
-    def _column_fits_op(self) -> "Predicate":
+    def _column_fits_op(self) -> Predicate:
         if self.column in STRING_COLUMNS:
             if self.op in ("in", "not_in"):
                 if not isinstance(self.value, list) or not self.value:
@@ -88,16 +95,16 @@ class Predicate(_Strict):
 class AllOf(_Strict):
     """Every child holds (AND)."""
 
-    all: list["Selection"] = Field(min_length=1)
+    all: list[Selection] = Field(min_length=1)
 
 
 class AnyOf(_Strict):
     """At least one child holds (OR)."""
 
-    any: list["Selection"] = Field(min_length=1)
+    any: list[Selection] = Field(min_length=1)
 
 
-Selection = Union[Predicate, AllOf, AnyOf]
+Selection = Predicate | AllOf | AnyOf
 AllOf.model_rebuild()
 AnyOf.model_rebuild()
 
@@ -143,7 +150,7 @@ class LRSegment(_Strict):
     final_lr_ratio: float = Field(default=0.1, ge=0, le=1)
 
     @model_validator(mode="after")
-    def _fractions_sum_to_one(self) -> "LRSegment":
+    def _fractions_sum_to_one(self) -> LRSegment:
         total = self.warmup + self.stable + self.decay
         if abs(total - 1) > WEIGHT_TOLERANCE:
             raise ValueError(f"lr warmup + stable + decay must be 1, got {total:g}")
@@ -158,7 +165,7 @@ class EvalSplitSpec(_Strict):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _one_of_fraction_or_count(self) -> "EvalSplitSpec":
+    def _one_of_fraction_or_count(self) -> EvalSplitSpec:
         if (self.fraction is None) == (self.count is None):
             raise ValueError("eval needs exactly one of 'fraction' or 'count'")
         return self
@@ -177,7 +184,7 @@ class PhaseSpec(_Strict):
     lr: LRSegment = LRSegment()
 
     @model_validator(mode="after")
-    def _unique_component_names(self) -> "PhaseSpec":
+    def _unique_component_names(self) -> PhaseSpec:
         names = [component.name for component in self.components]
         if len(set(names)) != len(names):
             raise ValueError(f"phase '{self.name}': component names must be unique, got {names}")
@@ -194,7 +201,7 @@ class MixtureSpec(_Strict):
     eval: EvalSplitSpec | None = None
 
     @model_validator(mode="after")
-    def _phases_are_consistent(self) -> "MixtureSpec":
+    def _phases_are_consistent(self) -> MixtureSpec:
         names = [phase.name for phase in self.phases]
         if len(set(names)) != len(names):
             raise ValueError(f"phase names must be unique, got {names}")
