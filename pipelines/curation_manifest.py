@@ -47,7 +47,9 @@ def step_counts(step_names: list[str], total: int, dropped_steps: list[str], dro
 
 
 def _histogram(values: list[float]) -> dict[str, list]:
-    counts, edges = np.histogram(np.array(values, dtype=np.float64), bins=HISTOGRAM_BINS, range=(0.0, 1.0))
+    # fastText probabilities can exceed 1 by rounding (1.00001); clip so every doc is counted.
+    clipped = np.clip(np.array(values, dtype=np.float64), 0.0, 1.0)
+    counts, edges = np.histogram(clipped, bins=HISTOGRAM_BINS, range=(0.0, 1.0))
     return {"edges": [round(float(edge), 6) for edge in edges], "counts": counts.tolist()}
 
 

@@ -29,17 +29,21 @@ def default_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return models_dir
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path, default_models_dir: Path) -> Path:
-    """A fresh data directory that already has the default models (hard links, no copies)."""
-    root = tmp_path / "data"
+def make_data_dir(root: Path, models_dir: Path) -> Path:
+    """A fresh data directory at ``root`` holding the models of ``models_dir`` (hard links)."""
     (root / "models").mkdir(parents=True)
-    for model_file in default_models_dir.iterdir():
+    for model_file in models_dir.iterdir():
         try:
             os.link(model_file, root / "models" / model_file.name)
         except OSError:
             shutil.copyfile(model_file, root / "models" / model_file.name)
     return root
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, default_models_dir: Path) -> Path:
+    """A fresh data directory that already has the default models."""
+    return make_data_dir(tmp_path / "data", default_models_dir)
 
 
 @pytest.fixture(scope="session")
