@@ -21,6 +21,9 @@ from midmix.errors import ConflictError, NotFoundError
 from pipelines.schema import SIGNAL_COLUMNS
 
 CATALOG_FILE = "catalog.duckdb"
+SCHEMA_VERSION = 1
+"""Bump when the tables change: an older catalog is dropped and rebuilt from the manifests."""
+_TABLES = ("meta", "datasets", "docs", "mixtures", "phases", "components", "shards")
 LOCK_RETRY_SECONDS = 30.0
 
 DOC_COLUMNS = (
@@ -29,6 +32,7 @@ DOC_COLUMNS = (
 )  # fmt: skip
 
 _SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (schema_version INTEGER);
 CREATE TABLE IF NOT EXISTS datasets (
     version VARCHAR PRIMARY KEY, published_at DOUBLE, docs BIGINT, tokens BIGINT,
     quality_names VARCHAR[], manifest JSON);
@@ -110,10 +114,11 @@ class Catalog:
     def _ensure_fresh(self) -> None:
         if self.path.exists():
             with self._connect(read_only=True) as con:
-                datasets = {row[0] for row in con.execute("SELECT version FROM datasets").fetchall()}
-                mixtures = {row[0] for row in con.execute("SELECT version FROM mixtures").fetchall()}
-            if datasets == set(self._published("datasets")) and mixtures == set(self._published("mixtures")):
-                return
+                if _schema_version(con) == SCHEMA_VERSION:
+                    datasets = {row[0] for row in con.execute("SELECT version FROM datasets").fetchall()}
+                    mixtures = {row[0] for row in con.execute("SELECT version FROM mixtures").fetchall()}
+                    if datasets == set(self._published("datasets")) and mixtures == set(self._published("mixtures")):
+                        return
         self.sync()
 
     # -- writing -----------------------------------------------------------------------------
@@ -123,8 +128,12 @@ class Catalog:
         self.close()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self._connect(read_only=False) as con:
-            con.execute(_SCHEMA)
             con.execute("BEGIN TRANSACTION")
+            if _schema_version(con) != SCHEMA_VERSION:
+                for table in _TABLES:
+                    con.execute(f"DROP TABLE IF EXISTS {table}")
+                con.execute(_SCHEMA)
+                con.execute("INSERT INTO meta VALUES (?)", [SCHEMA_VERSION])
             self._sync_datasets(con)
             self._sync_mixtures(con)
             con.execute("COMMIT")
@@ -246,11 +255,6 @@ class Catalog:
             raise NotFoundError(f"mixture version '{version}' not found; known: {self._known('mixtures')}")
         return json.loads(rows[0][0])
 
-    def mixture_dir(self, version: str) -> Path:
-        """The published directory of a mixture version (NotFoundError when it is not published)."""
-        self.mixture(version)
-        return self.data_dir / "mixtures" / version
-
     def diff(self, a: str, b: str) -> dict[str, Any]:
         """Per phase and component differences between two published mixture versions."""
         from pipelines.mixture.diff import diff_mixtures
@@ -261,3 +265,11 @@ class Catalog:
         with self.reading() as con:
             names = [row[0] for row in con.execute(f"SELECT version FROM {table} ORDER BY version").fetchall()]
         return ", ".join(names[:10]) + (" ..." if len(names) > 10 else "") if names else "none"
+
+
+def _schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The catalog's table layout version; None for an empty or pre-versioning catalog."""
+    has_meta = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'meta'").fetchall()[0][0]
+    if not has_meta:
+        return None
+    return con.execute("SELECT max(schema_version) FROM meta").fetchall()[0][0]

@@ -73,6 +73,19 @@ def test_staging_directories_are_never_listed_and_the_catalog_is_rebuildable(bui
         assert catalog.mixture(mixture["version"]) == mixture
 
 
+def test_a_catalog_with_an_old_table_layout_is_rebuilt_from_the_manifests(built, tmp_path):
+    data_dir, dataset, mixture = built
+    copy = tmp_path / "copy"
+    shutil.copytree(data_dir, copy)
+    (copy / "catalog.duckdb").unlink()
+    with duckdb.connect(str(copy / "catalog.duckdb")) as con:
+        con.execute("CREATE TABLE datasets (version VARCHAR, size BIGINT)")
+        con.execute("INSERT INTO datasets VALUES (?, 1)", [dataset["version"]])
+    with Catalog(copy) as catalog:
+        assert catalog.dataset(dataset["version"]) == dataset
+        assert [m["version"] for m in catalog.mixtures()] == [mixture["version"]]
+
+
 def test_a_version_removed_from_disk_leaves_the_catalog_on_next_read(built, tmp_path):
     data_dir, _, mixture = built
     copy = tmp_path / "copy"
