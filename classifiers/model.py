@@ -7,6 +7,7 @@ datatrove's ``FastTextClassifierFilter`` caches by path and keeps serving the st
 from __future__ import annotations
 
 import os
+import re
 import struct
 from pathlib import Path
 from threading import Lock
@@ -21,6 +22,7 @@ from midmix.hashing import sha256_file
 # A fastText .bin starts with this int32 magic number, then the int32 format version.
 _FASTTEXT_MAGIC = 793712314
 _SUPERVISED = "supervised"
+_PREFIX = re.compile(r"__[A-Za-z0-9]+__")
 
 _models: dict[str, "FastTextModel"] = {}
 # File digests memoised per (device, inode, size, mtime, ctime): any rewrite changes ctime,
@@ -36,9 +38,9 @@ class FastTextModel:
         self.path = path
         self.sha256 = sha256
         self._native = native
-        prefix = native.f.getArgs().label
-        self._prefix = prefix
-        self.labels: list[str] = sorted(label[len(prefix) :] for label in native.get_labels())
+        raw = native.get_labels()
+        prefix = _label_prefix(raw)
+        self.labels: list[str] = sorted(label[len(prefix) :] for label in raw)
         self._column = {prefix + label: index for index, label in enumerate(self.labels)}
 
     @classmethod
@@ -67,6 +69,17 @@ class FastTextModel:
 
     def __repr__(self) -> str:
         return f"FastTextModel(path={str(self.path)!r}, sha256={self.sha256[:12]!r}, labels={self.labels!r})"
+
+
+def _label_prefix(raw_labels: list[str]) -> str:
+    """The label prefix shared by every label (``__label__`` unless trained with ``-label``).
+
+    fastText does not save its ``-label`` argument in the .bin, so it is read off the labels.
+    """
+    match = _PREFIX.match(raw_labels[0]) if raw_labels else None
+    if match and all(label.startswith(match.group(0)) for label in raw_labels):
+        return match.group(0)
+    return ""
 
 
 def _content_digest(path: Path) -> str:
