@@ -73,15 +73,19 @@ def pack_pieces(
     eos_window, eos_offset = np.divmod(eos_at, width)
     is_input = eos_offset < width - 1
     targets.reshape(-1)[eos_window[is_input] * (width - 1) + eos_offset[is_input]] = IGNORE_INDEX
-    doc_stream = np.repeat(doc_ids, spans).reshape(windows, width)[:, :-1]
+    # Document ids of the inputs: every stream token but each window's last (a target only).
+    input_spans = spans.copy()
+    input_spans[np.searchsorted(starts, np.arange(1, windows + 1) * width - 1, side="right") - 1] -= 1
+    input_doc_ids = np.repeat(doc_ids, input_spans)
     # Positions count from the latest document start or sequence start, whichever is later.
     piece_window, piece_offset = np.divmod(starts, width)
     piece_starts = (piece_window * (width - 1) + piece_offset)[piece_offset < width - 1]
     breaks = np.union1d(piece_starts, np.arange(0, windows * per_window * seq_len, seq_len))
     runs = np.diff(np.append(breaks, windows * per_window * seq_len))
-    position_ids = np.arange(windows * per_window * seq_len, dtype=np.int64) - np.repeat(breaks, runs)
+    position_ids = np.repeat(breaks, runs)
+    np.subtract(np.arange(len(position_ids), dtype=np.int64), position_ids, out=position_ids)
     return PackedSequences(
-        input_ids=input_ids, targets=targets, position_ids=position_ids.reshape(shape), doc_ids=doc_stream.reshape(shape)
+        input_ids=input_ids, targets=targets, position_ids=position_ids.reshape(shape), doc_ids=input_doc_ids.reshape(shape)
     )
 
 

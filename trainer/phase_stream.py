@@ -36,8 +36,9 @@ _CACHED_ROW_GROUPS = 4
 _READ_AHEAD_ROW_GROUPS = 2
 """Row groups per component decoded in the background ahead of the one being packed."""
 
-_ITEMS_PER_BLOCK = 8
-"""Micro-batches built per vectorised call: amortises numpy call overhead over more tokens."""
+_BLOCK_TOKENS = 1 << 18
+"""Tokens of micro-batches built per vectorised call: amortises numpy call overhead while
+keeping a block's arrays (about 40 bytes a token) in the low tens of MB."""
 
 
 def phase_by_name(manifest: dict, name: str) -> dict:
@@ -152,7 +153,8 @@ class PhaseStream(IterableDataset):
         items = (self.steps_in_phase() - self.start_step) * per_step
         # Item-level round robin matches the DataLoader's in-order fetching from its workers.
         mine = np.arange(worker_id, items, workers)
-        for block in np.array_split(mine, -(-len(mine) // _ITEMS_PER_BLOCK)) if len(mine) else []:
+        per_block = max(1, _BLOCK_TOKENS // (self.micro_batch_size * self.seq_len))
+        for block in np.array_split(mine, -(-len(mine) // per_block)) if len(mine) else []:
             steps, micro_steps = np.divmod(block, per_step)
             steps += self.start_step
             first_sequences = (
