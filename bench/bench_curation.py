@@ -12,7 +12,7 @@ and peak RSS; wall time is measured around it.
   our bundled quality model, ``high`` >= 0.5, + the 4-stage MinHash dedup), one worker.
 
 The ratio printed is ours / stock in documents per CPU-second. Results also go to
-``<work>/curation-results.json``.
+``<work>/curation-results-<sizes>.json``.
 
     nice python bench/bench_curation.py --sizes 10000 50000 100000 --stock-sizes 10000 50000
 """
@@ -135,7 +135,7 @@ def bench(sizes: list[int], stock_sizes: list[int], work: Path, seed: int) -> li
             ours, stock = rows[-2], rows[-1]
             print(f"ratio ours/stock at {n_docs}: {ours['docs_per_cpu_s'] / stock['docs_per_cpu_s']:.2f}x docs per CPU-second, "
                   f"{ours['docs_per_wall_s'] / stock['docs_per_wall_s']:.2f}x docs per wall-second", flush=True)
-    (work / "curation-results.json").write_text(json.dumps(rows, indent=2))
+    (work / f"curation-results-{'-'.join(map(str, sizes))}.json").write_text(json.dumps(rows, indent=2))
     return rows
 
 

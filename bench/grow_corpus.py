@@ -192,9 +192,9 @@ def load_truth(corpus_path: Path) -> list[PlantedPair]:
 
 
 def write_corpus(docs: list[dict], pairs: list[PlantedPair], out: Path) -> None:
-    """Write the corpus (deterministic gzip: no mtime) and its ground truth."""
+    """Write the corpus (deterministic gzip: no name, no mtime in the header) and its ground truth."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as handle:
+    with open(out, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as handle:
         for doc in docs:
             handle.write((json.dumps(doc, ensure_ascii=False) + "\n").encode("utf-8"))
     with open(truth_path(out), "w", encoding="utf-8") as handle:

@@ -73,20 +73,23 @@ def curate(corpus: Path, work: Path, model: Path, label: str, threshold: float) 
     return {"filtered": _count_lines(work / "filtered"), "docs_out": _count_lines(work / "deduped")}
 
 
-def dedup_clusters(corpus: Path, work: Path) -> dict[int, int]:
-    """MinHash dedup alone on the raw corpus: cluster id by document index (only documents with a match)."""
+def dedup_clusters(corpus: Path, work: Path) -> dict:
+    """MinHash dedup alone on the raw corpus: cluster id by document index (documents with a match) and removed indices."""
     config = MinhashConfig()
     _run([_reader(corpus), MinhashDedupSignature(str(work / "sigs"), config=config)], work / "logs/signature")
     _minhash_middle(work, config, save_cluster_id=True)
-    raw = (work / "remove" / "000000.clusters").read_bytes() if (work / "remove" / "000000.clusters").exists() else b""
-    return {doc: cluster for doc, cluster in struct.iter_unpack("<2I", raw)}
+    clusters, removed = work / "remove" / "000000.clusters", work / "remove" / "000000.remove"
+    return {
+        "clusters": dict(struct.iter_unpack("<2I", clusters.read_bytes())) if clusters.exists() else {},
+        "removed": [index for (index,) in struct.iter_unpack("<I", removed.read_bytes())] if removed.exists() else [],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run_curate = commands.add_parser("curate", help="Gopher + fastText filter, then 4-stage MinHash dedup")
-    run_dedup = commands.add_parser("dedup", help="4-stage MinHash dedup only; writes clusters.json")
+    run_dedup = commands.add_parser("dedup", help="4-stage MinHash dedup only; writes clusters.json (clusters, removed)")
     for sub in (run_curate, run_dedup):
         sub.add_argument("--corpus", type=Path, required=True)
         sub.add_argument("--work", type=Path, required=True, help="empty work directory")
@@ -97,9 +100,9 @@ def main() -> None:
     if args.command == "curate":
         print(json.dumps(curate(args.corpus, args.work, args.model, args.label, args.threshold)))
         return
-    clusters = dedup_clusters(args.corpus, args.work)
-    (args.work / "clusters.json").write_text(json.dumps(clusters))
-    print(json.dumps({"docs_in_clusters": len(clusters), "clusters": len(set(clusters.values()))}))
+    result = dedup_clusters(args.corpus, args.work)
+    (args.work / "clusters.json").write_text(json.dumps(result))
+    print(json.dumps({"docs_in_clusters": len(result["clusters"]), "removed": len(result["removed"])}))
 
 
 if __name__ == "__main__":
