@@ -24,11 +24,13 @@ def plot_metrics(metrics_path: Path, png_path: Path) -> Path:
     lr_axis.plot(x, [record["lr"] for record in steps], color="tab:orange")
     lr_axis.set_ylabel("learning rate")
     lr_axis.set_xlabel("step")
+    phase_start = x[0] if x else 0
     for record in phase_ends:
         for axis in (loss_axis, lr_axis):
             axis.axvline(record["global_step"] - 0.5, color="grey", linestyle=":", linewidth=1)
-        loss_axis.annotate(record["phase"], (record["global_step"] - 0.5, 1.0), xycoords=("data", "axes fraction"),
-                           ha="right", va="top", fontsize=8)
+        loss_axis.annotate(f" {record['phase']}", (phase_start, 1.0), xycoords=("data", "axes fraction"),
+                           ha="left", va="top", fontsize=8)
+        phase_start = record["global_step"]
     _share_bars(share_axis, phase_ends)
     figure.tight_layout()
     png_path.parent.mkdir(parents=True, exist_ok=True)
