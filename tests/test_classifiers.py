@@ -54,6 +54,8 @@ def test_fasttext_line_lowercases_collapses_whitespace_and_truncates() -> None:
     assert fasttext_line("  Hello\n\tWORLD \r\n  again  ") == "hello world again"
     assert fasttext_line("abc def", max_chars=4) == "abc"
     assert fasttext_line("\n\n") == ""
+    assert fasttext_line("A" + " " * 9000 + "b\u00a0c\u2003d", max_chars=5) == "a b c"
+    assert fasttext_line("ab\n\ncd " * 3000, max_chars=9) == "ab cd ab"
 
 
 # --- split --------------------------------------------------------------------------------
