@@ -21,6 +21,15 @@ from pipelines.steps.signals import WORDS
 from pipelines.steps.words import concat_words, ngram_hashes, split_words
 
 
+_FILTER_BITS = 1 << 24  # 2 MiB bitmap: most document n-grams are rejected by one lookup
+
+
+def _filter_of(hashes: np.ndarray) -> np.ndarray:
+    bitmap = np.zeros(_FILTER_BITS, dtype=bool)
+    bitmap[(hashes % np.uint64(_FILTER_BITS)).astype(np.int64)] = True
+    return bitmap
+
+
 @dataclass(frozen=True)
 class EvalIndex:
     """Distinct n-gram hashes of all eval items, sorted, with the item each belongs to."""
@@ -29,12 +38,15 @@ class EvalIndex:
     items: np.ndarray  # int64 item index per hash
     item_ngrams: np.ndarray  # int64 distinct n-grams per item
     item_set: list[str]  # eval set name per item
+    bitmap: np.ndarray  # bool, set at (hash mod size) for every eval n-gram
 
     def contaminating_sets(self, words: np.ndarray, offsets: np.ndarray, n: int, threshold: float) -> list[str | None]:
         """Per document: the eval set of an item it contains, or None."""
         n_docs = len(offsets) - 1
         result: list[str | None] = [None] * n_docs
         doc_hashes, owners = ngram_hashes(words, offsets, n)
+        maybe = self.bitmap[(doc_hashes % np.uint64(_FILTER_BITS)).astype(np.int64)]
+        doc_hashes, owners = doc_hashes[maybe], owners[maybe]
         if len(self.hashes) == 0 or len(doc_hashes) == 0:
             return result
         position = np.minimum(np.searchsorted(self.hashes, doc_hashes), len(self.hashes) - 1)
@@ -64,11 +76,12 @@ def build_eval_index(eval_files: list[str], n: int, text_field: str = "text") ->
             item_ngrams.append(len(distinct))
             item_set.append(unit.source_name)
     if not item_set:
-        return EvalIndex(np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.int64), [])
+        empty = np.zeros(0, np.uint64)
+        return EvalIndex(empty, np.zeros(0, np.int64), np.zeros(0, np.int64), [], _filter_of(empty))
     all_hashes = np.concatenate(hashes)
     all_items = np.concatenate(items)
     unique, first = np.unique(all_hashes, return_index=True)
-    return EvalIndex(unique, all_items[first], np.array(item_ngrams, dtype=np.int64), item_set)
+    return EvalIndex(unique, all_items[first], np.array(item_ngrams, dtype=np.int64), item_set, _filter_of(unique))
 
 
 class Decontaminate(BatchStep):

@@ -106,25 +106,23 @@ def ngram_hashes(words: np.ndarray, offsets: np.ndarray, n: int) -> tuple[np.nda
     total = len(words)
     if total == 0:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-    padded = np.concatenate([words, np.zeros(n, np.uint64)])
+    # Window i hashes to sum_j words[i+j] * BASE**(n-1-j), from prefix sums in 4 passes.
+    forward, inverse = _POWERS.upto(total + 1)
+    prefix = np.concatenate([np.zeros(1, np.uint64), np.cumsum(words * inverse[:total], dtype=np.uint64)])
+    windows = max(total - n + 1, 0)
     combined = np.zeros(total, dtype=np.uint64)
-    for j in range(n):
-        combined = combined * _BASE + padded[j : j + total]
+    combined[:windows] = (prefix[n : n + windows] - prefix[:windows]) * forward[n - 1 : n - 1 + windows]
+    starts = np.arange(windows)
     valid = np.zeros(total, dtype=bool)
-    window_end = np.arange(total) + n - 1
-    valid[: max(total - n + 1, 0)] = True
-    valid &= window_end < total
-    valid[valid] &= doc_of_word[window_end[valid]] == doc_of_word[valid]
+    valid[:windows] = doc_of_word[starts + n - 1] == doc_of_word[starts]
+    hashes, owners = mix64(combined[valid]), doc_of_word[valid]
     short = np.flatnonzero((counts > 0) & (counts < n))
-    result = [mix64(combined[valid])]
-    docs = [doc_of_word[valid]]
-    if len(short):
-        result.append(mix64(np.array([_fold(words[offsets[i] : offsets[i + 1]]) for i in short], dtype=np.uint64)))
-        docs.append(short)
-    hashes = np.concatenate(result)
-    owners = np.concatenate(docs)
+    if len(short) == 0:
+        return hashes, owners
+    short_hashes = mix64(np.array([_fold(words[offsets[i] : offsets[i + 1]]) for i in short], dtype=np.uint64))
+    owners = np.concatenate([owners, short])
     order = np.argsort(owners, kind="stable")
-    return hashes[order], owners[order]
+    return np.concatenate([hashes, short_hashes])[order], owners[order]
 
 
 def _fold(hashes: np.ndarray) -> int:
