@@ -13,7 +13,8 @@ import pytest
 from midmix.errors import ConflictError
 from midmix.hashing import sha256_file
 from pipelines.catalog import Catalog
-from pipelines.mixture.build import TEST_SLOW_ENV, mixture_version
+from pipelines.mixture.build import mixture_version
+from pipelines.mixture.shards import TEST_SLOW_ENV
 from pipelines.mixture.sample_dataset import write_sample_dataset
 from pipelines.mixture.spec import MixtureSpec
 from service.client import MidmixClient

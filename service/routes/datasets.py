@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
-
-from fastapi import APIRouter, Body, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from service import dependencies
 from service.auth import require_read, require_write
+from pipelines.config import CurationConfig
 from service.files import json_bytes_response
 from service.jobs.store import JobStore
 from service.routes.submit import submit
@@ -19,10 +18,7 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 
 @router.post("", status_code=202, dependencies=[Depends(require_write)])
-def curate(
-    config: dict[str, Any] = Body(description="a curation config (pipelines.config.CurationConfig)"),
-    store: JobStore = Depends(dependencies.jobs),
-) -> JobView:
+def curate(config: CurationConfig, store: JobStore = Depends(dependencies.jobs)) -> JobView:
     """Start curating a corpus; returns the job (identical running requests share one)."""
     return submit(store, "curate", config)
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
+from pipelines.catalog import Catalog
+from pipelines.mixture.diff import diff_mixtures
+from pipelines.mixture.plan import plan_mixture
+from pipelines.mixture.spec import MixtureSpec
 from service import dependencies
 from service.auth import require_read, require_write
 from service.files import json_bytes_response
 from service.jobs.store import JobStore
-from service.jobs.tasks import validate_request
 from service.routes.submit import submit
 from service.schemas import JobView, MixtureSummary, PhaseSummary
 from service.settings import ServiceSettings
@@ -19,23 +22,17 @@ from service.versions import VersionStore
 
 router = APIRouter(prefix="/mixtures", tags=["mixtures"])
 
-_SPEC_BODY = Body(description="a mixture spec (pipelines.mixture.spec.MixtureSpec)")
-
 
 @router.post("/plan", dependencies=[Depends(require_write)])
-def plan(spec: dict[str, Any] = _SPEC_BODY, settings: ServiceSettings = Depends(dependencies.settings)) -> dict[str, Any]:
+def plan(spec: MixtureSpec, settings: ServiceSettings = Depends(dependencies.settings)) -> dict[str, Any]:
     """Dry run: the budgets, epochs and thresholds a build of this spec would use; nothing is written."""
-    from pipelines.catalog import Catalog
-    from pipelines.mixture.plan import plan_mixture
-
-    typed = validate_request("build", spec)
     # Read-only: the catalog resyncs itself when published versions changed.
     with Catalog(settings.data_dir) as catalog:
-        return plan_mixture(typed, catalog).model_dump(mode="json")
+        return plan_mixture(spec, catalog).model_dump(mode="json")
 
 
 @router.post("", status_code=202, dependencies=[Depends(require_write)])
-def build(spec: dict[str, Any] = _SPEC_BODY, store: JobStore = Depends(dependencies.jobs)) -> JobView:
+def build(spec: MixtureSpec, store: JobStore = Depends(dependencies.jobs)) -> JobView:
     """Start building a mixture version; an identical queued or running build returns the same job."""
     return submit(store, "build", spec)
 
@@ -61,8 +58,6 @@ def manifest(version: str, request: Request, versions: VersionStore = Depends(de
 @router.get("/{a}/diff/{b}", dependencies=[Depends(require_read)])
 def diff(a: str, b: str, versions: VersionStore = Depends(dependencies.versions)) -> dict[str, Any]:
     """Per phase and component token changes, docs added and removed, from version a to b."""
-    from pipelines.mixture.diff import diff_mixtures
-
     # From the cached manifests, so a diff never waits on the DuckDB catalog.
     manifest_a, manifest_b = versions.manifest("mixtures", a).data, versions.manifest("mixtures", b).data
     return diff_mixtures(manifest_a, manifest_b, versions.data_dir)
