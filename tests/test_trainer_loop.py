@@ -241,10 +241,12 @@ def without_timings(run_dir: Path) -> list[dict]:
     return [{key: value for key, value in record.items() if key not in timing} for record in records]
 
 
-def test_phase_subset_trains_only_named_phases(served, tmp_path):
-    summary = train(run_config(served.url, tmp_path / "run", phases=["anneal"], max_steps_per_phase=2))
+def test_phase_subset_with_lr_override_trains_only_named_phases(served, tmp_path):
+    constant = {"warmup": 0.5, "stable": 0.5, "decay": 0.0}
+    summary = train(run_config(served.url, tmp_path / "run", phases=["anneal"], max_steps_per_phase=2, lr=constant))
     assert [phase["phase"] for phase in summary["phases"]] == ["anneal"]
-    assert [record["phase_step"] for record in step_records(tmp_path / "run")] == [0, 1]
+    records = step_records(tmp_path / "run")
+    assert [(record["phase_step"], record["lr"]) for record in records] == [(0, 3e-3), (1, 3e-3)]
 
 
 def test_unknown_phase_names_the_known_ones(served, tmp_path):

@@ -9,6 +9,7 @@ import torch
 
 from midmix.errors import MidmixError
 from trainer.checkpoint import list_checkpoints, load_latest, save_checkpoint
+from trainer.config import TrainConfig, load_train_config
 from trainer.model import Decoder, ModelConfig, check_seq_len, rotary_tables
 from trainer.schedule import LrSegment, PhaseLr, lr_at
 
@@ -162,3 +163,31 @@ def test_checkpoints_are_written_whole_and_pruned_to_keep(tmp_path):
     latest = load_latest(tmp_path)
     assert latest["step"] == 6 and torch.equal(latest["weights"], torch.arange(3))
     assert load_latest(tmp_path / "missing") is None
+
+
+# --- config ----------------------------------------------------------------------------------
+
+
+def test_config_file_paths_are_taken_from_its_folder(tmp_path):
+    (tmp_path / "train.yaml").write_text("mixture: mix-1\nout_dir: runs/a\ncheckpoint: {every: 5}\n", encoding="utf-8")
+    config = load_train_config(tmp_path / "train.yaml")
+    assert config.out_dir == tmp_path / "runs" / "a"
+    assert config.checkpoint_dir == tmp_path / "runs" / "a" / "checkpoints"
+    assert config.cache_dir == tmp_path / "runs" / "a" / "cache"
+    assert config.accumulation_steps(world_size=2) == 2  # 32 / (8 x 2)
+    moved = config.with_overrides(out_dir=tmp_path / "b")
+    assert moved.checkpoint_dir == tmp_path / "b" / "checkpoints"
+
+
+def test_config_errors_say_what_to_fix(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("global_batch_size: 12\nmicro_batch_size: 8\n", encoding="utf-8")
+    with pytest.raises(MidmixError, match="global_batch_size 12 must be a multiple of micro_batch_size 8"):
+        load_train_config(path)
+    path.write_text("model: {d_model: [\n", encoding="utf-8")
+    with pytest.raises(MidmixError, match="is not valid YAML"):
+        load_train_config(path)
+    with pytest.raises(MidmixError, match="training config not found"):
+        load_train_config(tmp_path / "missing.yaml")
+    with pytest.raises(MidmixError, match="not a multiple of micro_batch_size 8 x world size 3"):
+        TrainConfig(global_batch_size=16, micro_batch_size=8).accumulation_steps(3)
