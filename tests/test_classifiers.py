@@ -23,6 +23,7 @@ from classifiers.train import (
     evaluate,
     load_labelled_jsonl,
     roc_auc_score,
+    split_examples,
     train_classifier,
 )
 from midmix.cli import main
@@ -165,6 +166,13 @@ def test_external_model_with_other_label_prefix_loads(tmp_path: Path) -> None:
     assert metrics.roc_auc == 1.0
 
 
+def test_plain_text_label_pairs_split_by_text_hash() -> None:
+    pairs = [(f"text {i}", "x") for i in range(50)]
+    train, held_out = split_examples(pairs, 0.2)
+    assert len(train) + len(held_out) == 50 and not set(train) & set(held_out)
+    assert split_examples(list(reversed(pairs)), 0.2)[1] == list(reversed(held_out))
+
+
 def test_training_needs_two_labels() -> None:
     with pytest.raises(MidmixError, match="at least 2 labels"):
         train_classifier([("a b", "x", "1"), ("c d", "x", "2")], name="one", task="t", params=FAST)
@@ -243,6 +251,14 @@ def test_cli_train_list_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture[s
     held_out = sum(is_heldout(record["id"]) for record in records)
     assert f"on {held_out} held-out documents" in table
     assert "macro-F1 1.0000" in table
+
+
+def test_cli_defaults_reuses_registered_models(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = sorted(path.name for path in (data_dir / "models").iterdir())
+    assert main(["classifiers", "defaults", "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "fasttext_hq" in out and "ROC-AUC" in out and "fasttext_lang" in out
+    assert sorted(path.name for path in (data_dir / "models").iterdir()) == before
 
 
 @pytest.mark.parametrize(

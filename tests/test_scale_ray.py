@@ -7,6 +7,7 @@ touches another Ray instance on the machine.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,9 +16,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
+
+from pipelines.config import CurationConfig, LocalExecutor, RayExecutor
+from pipelines.curate import curate_corpus
+from tests.conftest import make_data_dir
 
 # Ray reads this once, at import: with it a driver uses 127.0.0.1 as its own address, so every
 # connection stays on loopback (scripts/test.sh exports it as well).
@@ -100,3 +107,84 @@ def test_the_ray_cluster_listens_on_loopback_only(ray_cluster):
     nodes = [node for node in ray.nodes() if node["Alive"]]
     assert [node["NodeManagerAddress"] for node in nodes] == ["127.0.0.1"]
     assert ray.cluster_resources()["CPU"] == 2.0
+
+
+def split_corpus(corpus: Path, out_dir: Path, parts: int) -> list[str]:
+    """``corpus`` dealt round-robin into ``parts`` JSONL files, one input unit (and task) each."""
+    out_dir.mkdir(parents=True)
+    lines = corpus.read_bytes().splitlines(keepends=True)
+    paths = [out_dir / f"part-{index}.jsonl" for index in range(parts)]
+    for index, path in enumerate(paths):
+        path.write_bytes(b"".join(lines[index::parts]))
+    return [str(path) for path in paths]
+
+
+def plant_cross_task_duplicates(inputs: list[str]) -> tuple[str, str]:
+    """Copy a document of part 0 into part 1 twice: exactly, and with one word changed.
+
+    The copies land in a different task than the original, so only a dedup stage with a global
+    view can cluster them. Returns (original id, near-duplicate id).
+    """
+    first, second = Path(inputs[0]), Path(inputs[1])
+    records = [json.loads(line) for line in first.read_text().splitlines()]
+    original = next(r for r in records if r["domain"] == "web" and r["lang"] == "en" and len(r["text"].split()) > 300)
+    words = original["text"].split(" ")
+    words[len(words) // 2] = "zebra"
+    exact = {**original, "id": "planted-exact"}
+    near = {**original, "id": "planted-near", "text": " ".join(words)}
+    with open(second, "a") as handle:
+        handle.write(json.dumps(exact) + "\n" + json.dumps(near) + "\n")
+    return original["id"], near["id"]
+
+
+def read_rows(manifest: dict, data_dir: Path, folder: str) -> list[dict]:
+    version_dir = data_dir / "datasets" / manifest["version"]
+    parts = sorted((version_dir / folder).glob("*.parquet"))
+    return [row for part in parts for row in pq.read_table(part).to_pylist()]
+
+
+@dataclass(frozen=True)
+class Runs:
+    """The same corpus curated locally and on Ray, with the ids of the planted cross-task copies."""
+
+    local: dict
+    local_dir: Path
+    ray: dict
+    ray_dir: Path
+    original_id: str
+    near_id: str
+
+
+@pytest.fixture(scope="module")
+def runs(ray_cluster, tmp_path_factory, default_models_dir, corpus_subset) -> Runs:
+    root = tmp_path_factory.mktemp("ray-vs-local")
+    inputs = split_corpus(corpus_subset, root / "inputs", parts=2)
+    original_id, near_id = plant_cross_task_duplicates(inputs)
+    local_dir = make_data_dir(root / "local", default_models_dir)
+    ray_dir = make_data_dir(root / "ray", default_models_dir)
+    local = curate_corpus(CurationConfig(inputs=inputs, executor=LocalExecutor(tasks=2, workers=1)), local_dir)
+    on_ray = curate_corpus(CurationConfig(inputs=inputs, executor=RayExecutor(kind="ray", tasks=2)), ray_dir)
+    return Runs(local, local_dir, on_ray, ray_dir, original_id, near_id)
+
+
+def test_ray_run_gives_the_same_version_and_rows_as_a_local_run(runs):
+    assert runs.ray["version"] == runs.local["version"]
+    assert runs.ray["counts"] == runs.local["counts"]
+    assert runs.ray["steps"] == runs.local["steps"]
+    assert read_rows(runs.ray, runs.ray_dir, "data") == read_rows(runs.local, runs.local_dir, "data")
+    assert read_rows(runs.ray, runs.ray_dir, "dropped") == read_rows(runs.local, runs.local_dir, "dropped")
+    assert [f["sha256"] for f in runs.ray["files"]] == [f["sha256"] for f in runs.local["files"]]
+
+
+def test_ray_dedup_clusters_duplicates_that_sit_in_different_tasks(runs):
+    rows = read_rows(runs.ray, runs.ray_dir, "data") + read_rows(runs.ray, runs.ray_dir, "dropped")
+    by_id = {row["id"]: row for row in rows}
+    planted = (runs.original_id, "planted-exact", runs.near_id)
+    assert {by_id[doc]["dup_cluster"] for doc in planted} == {by_id[runs.original_id]["dup_cluster"]}
+    assert [by_id[doc]["dup_cluster_size"] for doc in planted] == [3, 3, 3]
+    assert sorted(by_id[doc].get("drop_step") or "kept" for doc in planted) == ["dedup", "dedup", "kept"]
+
+
+def test_ray_run_leaves_no_work_files(runs):
+    staging = runs.ray_dir / ".staging"
+    assert not staging.exists() or not any(staging.iterdir())
