@@ -17,6 +17,7 @@ from pathlib import Path
 from threading import Lock
 
 from midmix.errors import NotFoundError
+from service.composition import phase_composition
 
 _VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -46,6 +47,7 @@ class VersionStore:
     def __init__(self, data_dir: Path):
         self.data_dir = data_dir.resolve()
         self._cache: dict[Path, tuple[tuple[int, int, int], CachedManifest]] = {}
+        self._derived: dict[tuple[str, str, str], dict] = {}
         self._lock = Lock()
 
     def manifest(self, kind: str, version: str) -> CachedManifest:
@@ -66,6 +68,18 @@ class VersionStore:
         with self._lock:
             self._cache[path] = (stamp, cached)
         return cached
+
+    def composition(self, version: str) -> dict[str, dict[str, dict[str, int]]]:
+        """Tokens per phase by domain and source; computed once per version (versions are immutable)."""
+        cached = self.manifest("mixtures", version)
+        key = ("composition", version, cached.etag)
+        with self._lock:
+            hit = self._derived.get(key)
+        if hit is None:
+            hit = phase_composition(self.version_dir("mixtures", version), cached.data)
+            with self._lock:
+                self._derived[key] = hit
+        return hit
 
     def versions(self, kind: str) -> list[str]:
         """Published versions of ``kind``, newest first (by publication time)."""

@@ -63,6 +63,12 @@ def diff(a: str, b: str, versions: VersionStore = Depends(dependencies.versions)
     return diff_mixtures(manifest_a, manifest_b, versions.data_dir)
 
 
+@router.get("/{version}/composition", dependencies=[Depends(require_read)])
+def composition(version: str, versions: VersionStore = Depends(dependencies.versions)) -> dict[str, dict[str, dict[str, int]]]:
+    """Tokens of each phase by domain and by source, summed over its shards (for the browse page)."""
+    return versions.composition(version)
+
+
 def _summary(versions: VersionStore, version: str) -> MixtureSummary:
     manifest = versions.manifest("mixtures", version).data
     created = (versions.version_dir("mixtures", version) / "manifest.json").stat().st_mtime
