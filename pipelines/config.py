@@ -55,6 +55,8 @@ class SlurmExecutor(_Strict):
     time: str = "04:00:00"
     cpus_per_task: int = Field(1, ge=1)
     mem_per_cpu_gb: int = Field(2, ge=1)
+    qos: str = "normal"
+    venv_path: str | None = Field(None, description="virtualenv activate script the jobs source")
     sbatch_args: dict[str, str] = Field(default_factory=dict)
 
 

@@ -14,6 +14,7 @@ rerun after an interruption resumes and publishes the same version with the same
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import fsspec
 from datatrove.pipeline.base import PipelineStep
 
 import midmix
@@ -63,12 +65,9 @@ class CurationPlan:
 
 
 def _file_facts(url: str) -> dict[str, Any]:
-    import fsspec
-
+    """Path, sha256 and size of one input file, local or behind any fsspec URL."""
     if "://" not in url:
         return {"path": url, "sha256": sha256_file(url), "bytes": os.path.getsize(url)}
-    import hashlib
-
     digest, size = hashlib.sha256(), 0
     with fsspec.open(url, "rb") as handle:
         while chunk := handle.read(1 << 20):
@@ -220,8 +219,9 @@ def _executor(config: CurationConfig, pipeline: list, tasks: int, logging_dir: P
     from datatrove.executor import SlurmPipelineExecutor
 
     return SlurmPipelineExecutor(pipeline, tasks=tasks, time=spec.time, partition=spec.partition, job_name=f"midmix-{name}",
-                                 cpus_per_task=spec.cpus_per_task, mem_per_cpu_gb=spec.mem_per_cpu_gb,
-                                 sbatch_args=spec.sbatch_args, logging_dir=str(logging_dir), depends=depends)
+                                 cpus_per_task=spec.cpus_per_task, mem_per_cpu_gb=spec.mem_per_cpu_gb, qos=spec.qos,
+                                 venv_path=spec.venv_path, sbatch_args=spec.sbatch_args, logging_dir=str(logging_dir),
+                                 depends=depends)
 
 
 @contextmanager
@@ -250,7 +250,7 @@ def curate_corpus(config: CurationConfig, data_dir: Path, progress: ProgressCall
     final = data_dir / "datasets" / plan.version
     if (final / "manifest.json").is_file():
         return json.loads((final / "manifest.json").read_text(encoding="utf-8"))
-    tasks = config.executor.tasks
+    tasks = min(config.executor.tasks, len(plan.units))  # a task reads whole input files
     work = data_dir / ".staging" / f"curate-{plan.version}" / f"tasks-{tasks}"
     in_process = config.executor.kind == "local" and (config.executor.workers == 1 or tasks == 1)
     report = (lambda step, done, total: progress(step, done, total)) if progress and in_process else None

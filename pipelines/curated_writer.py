@@ -125,11 +125,11 @@ class IntermediateWriter(PipelineStep):
             done += 1
             self.stat_update("kept" if DROP_STEP not in doc.metadata else "dropped")
             if self.progress is not None and done % 256 == 0:
-                self.progress("curate", done, None)
+                self.progress("annotate", done, None)
         if writer is not None:
             writer.close()
         if self.progress is not None:
-            self.progress("curate", done, None)
+            self.progress("annotate", done, None)
         return
         yield
 

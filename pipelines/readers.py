@@ -152,11 +152,11 @@ def _meta_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
 
 
-def to_document(record: dict, fields: FieldMap, unit: InputUnit, unit_index: int, row: int, where: str) -> Document:
-    """Map one input record to a Document; empty or missing text becomes a dropped document."""
+def to_document(record: dict, fields: FieldMap, unit: InputUnit, unit_index: int, row: int) -> Document:
+    """Map one input record (line or row ``row`` of ``unit``) to a Document; no text -> dropped."""
     text = record.get(fields.text)
     if text is not None and not isinstance(text, str):
-        raise MidmixError(f"{where}: field '{fields.text}' must be a string, got {type(text).__name__}")
+        raise MidmixError(f"{unit.url}:{row}: field '{fields.text}' must be a string, got {type(text).__name__}")
     raw_id = record.get(fields.id)
     source = record.get(fields.source)
     metadata = {
@@ -186,7 +186,7 @@ class CorpusReader(PipelineStep):
         for unit_index in range(rank, len(self.units), world_size):
             unit = self.units[unit_index]
             for row, record in read_records(unit):
-                doc = to_document(record, self.fields, unit, unit_index, row, f"{unit.url}:{row}")
+                doc = to_document(record, self.fields, unit, unit_index, row)
                 self.stat_update("docs_in")
                 if doc.metadata.get("drop_reason"):
                     self.stat_update("dropped_empty_text")

@@ -115,7 +115,7 @@ def test_manifest_lists_files_with_hashes_and_leaves_no_staging(curated) -> None
         assert pq.ParquetFile(root / entry["path"]).metadata.num_rows == entry["rows"]
     assert set(manifest["models"]) == {"lang", "domain", "fasttext_hq"}
     assert not list((data_dir / ".staging").glob("curate-*"))
-    assert {event[0] for event in curated[4]} >= {"curate", "dedup", "publish"}
+    assert {event[0] for event in curated[4]} >= {"annotate", "dedup", "publish"}
 
 
 def test_existing_version_is_returned_without_work(curated) -> None:
