@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import struct
+from collections import OrderedDict
 from pathlib import Path
 from threading import Lock
 from typing import Any
@@ -24,7 +25,10 @@ _FASTTEXT_MAGIC = 793712314
 _SUPERVISED = "supervised"
 _PREFIX = re.compile(r"__[A-Za-z0-9]+__")
 
-_models: dict[str, "FastTextModel"] = {}
+# Loaded models by content hash, least recently used first; a long-running service that
+# retrains models keeps only the most recent few in memory.
+MAX_CACHED_MODELS = 8
+_models: OrderedDict[str, "FastTextModel"] = OrderedDict()
 # File digests memoised per (device, inode, size, mtime, ctime): any rewrite changes ctime,
 # so a retrained file is always re-hashed, while repeated loads of a large model are cheap.
 _digests: dict[tuple[int, int, int, int, int], str] = {}
@@ -53,6 +57,9 @@ class FastTextModel:
             if cached is None:
                 cached = cls(path, digest, _load_native(path))
                 _models[digest] = cached
+                while len(_models) > MAX_CACHED_MODELS:
+                    _models.popitem(last=False)
+            _models.move_to_end(digest)
         return cached
 
     def predict_scores(self, texts: list[str]) -> np.ndarray:
