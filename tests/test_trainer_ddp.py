@@ -89,3 +89,10 @@ def test_checkpoint_from_two_ranks_resumes_in_one_process(served, two_ranks, tmp
     expected, got = final_params(ddp_dir), final_params(resumed_dir)
     assert all(torch.allclose(expected[name], got[name], rtol=1e-4, atol=1e-6) for name in expected)
     assert len(list_checkpoints(resumed_dir / "ckpt")) == 5  # 4 (copied), 6 (phase end), 8, 10, 12 (end)
+
+
+def test_service_down_stops_every_rank_with_the_error(tmp_path):
+    result = torchrun(write_config(tmp_path / "run", f"http://127.0.0.1:{free_port()}"), nproc=2)
+    assert result.returncode != 0
+    assert "midmix train: error: the midmix service at http://127.0.0.1:" in result.stderr
+    assert "midmix train: error: rank 0 failed: the midmix service" in result.stderr  # rank 1 did not hang

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -191,3 +192,13 @@ def test_config_errors_say_what_to_fix(tmp_path):
         load_train_config(tmp_path / "missing.yaml")
     with pytest.raises(MidmixError, match="not a multiple of micro_batch_size 8 x world size 3"):
         TrainConfig(global_batch_size=16, micro_batch_size=8).accumulation_steps(3)
+
+
+def test_example_training_config_is_valid_and_fits_the_demo_mixture():
+    repo = Path(__file__).resolve().parents[1]
+    config = load_train_config(repo / "examples" / "train-demo.yaml")
+    assert config.mixture is None  # scripts/demo.sh passes --mixture
+    demo_seq_lens = [int(line.split(":")[1]) for line in (repo / "examples" / "demo-mixture.yaml").read_text().splitlines()
+                     if line.strip().startswith("seq_len:")]
+    assert max(demo_seq_lens) == config.model.max_seq_len == 2048
+    assert config.accumulation_steps(world_size=1) == 4

@@ -393,11 +393,24 @@ def _vocab_size(config: TrainConfig, manifest: dict) -> int:
 
 
 def _main_first(runtime: Runtime, work: Callable[[], Any]) -> Any:
-    """Run ``work`` on rank 0 first, then on the others: downloads happen once, the rest hit the cache."""
+    """Run ``work`` on rank 0 first, then on the others: downloads happen once, the rest hit the cache.
+
+    A user error on rank 0 (service down, bad shard) is raised on every rank instead of leaving
+    the others waiting at a barrier forever.
+    """
     if runtime.world_size == 1:
         return work()
-    result = work() if runtime.is_main else None
-    dist.barrier()
+    result, error, failure = None, None, [None]
+    if runtime.is_main:
+        try:
+            result = work()
+        except MidmixError as raised:
+            error, failure = raised, [str(raised)]
+    dist.broadcast_object_list(failure, src=0)
+    if error is not None:
+        raise error
+    if failure[0] is not None:
+        raise MidmixError(f"rank 0 failed: {failure[0]}")
     if not runtime.is_main:
         result = work()
     dist.barrier()
