@@ -17,6 +17,8 @@ from midmix.errors import MidmixError, NotFoundError
 
 _HEX = re.compile(r"[0-9a-f]{4,64}")
 EXTERNAL_TASK = "external"
+# A reference with one of these suffixes is a path to a fastText model file (.ftz: quantised).
+MODEL_SUFFIXES = (".bin", ".ftz")
 
 
 class ModelRegistry:
@@ -49,7 +51,9 @@ class ModelRegistry:
     def card(self, ref: str | Path) -> ModelCard:
         """Resolve ``ref``: a sha256 or unique prefix, a name (latest wins), or a path to a .bin."""
         local = Path(ref)
-        if local.suffix == ".bin" and local.is_file():
+        if local.suffix in MODEL_SUFFIXES:
+            if not local.is_file():
+                raise NotFoundError(f"model file not found: {local}")
             return self._card_for_file(local)
         ref = str(ref)
         cards = self.cards()

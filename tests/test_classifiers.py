@@ -227,6 +227,8 @@ def test_registry_resolves_name_sha_prefix_and_path(tmp_path: Path) -> None:
 
     with pytest.raises(NotFoundError, match="known names: c, fruit"):
         registry.card("missing")
+    with pytest.raises(NotFoundError, match="model file not found"):
+        registry.card(tmp_path / "gone.bin")
 
 
 def test_model_card_forbids_unknown_fields() -> None:
