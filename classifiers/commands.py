@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -84,19 +85,21 @@ def _train(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise MidmixError(f"invalid fastText parameter: {error}") from error
     print(f"training {args.task} classifier on {len(examples)} labelled documents from {args.input} ...")
-    bin_path, card = train_classifier(
-        examples,
-        name=args.name or (recipe.name if recipe else f"fasttext_{args.task}"),
-        task=args.task,
-        params=params,
-        eval_fraction=args.eval_fraction,
-        positive_label=args.positive_label or (recipe.positive_label if recipe else None),
-        trained_on=file_trained_on(args.input),
-        max_chars=args.max_chars or (recipe.max_chars if recipe else 4000),
-        chunk_words=args.chunk_words or (recipe.chunk_words if recipe else None),
-    )
-    card = ModelRegistry(args.data_dir / "models").add(bin_path, card)
-    bin_path.unlink()
+    name = args.name or (recipe.name if recipe else f"fasttext_{args.task}")
+    with tempfile.TemporaryDirectory(prefix="midmix-train-") as work:
+        bin_path, card = train_classifier(
+            examples,
+            name=name,
+            task=args.task,
+            params=params,
+            eval_fraction=args.eval_fraction,
+            positive_label=args.positive_label or (recipe.positive_label if recipe else None),
+            trained_on=file_trained_on(args.input),
+            out_path=Path(work) / f"{name}.bin",
+            max_chars=args.max_chars or (recipe.max_chars if recipe else 4000),
+            chunk_words=args.chunk_words or (recipe.chunk_words if recipe else None),
+        )
+        card = ModelRegistry(args.data_dir / "models").add(bin_path, card)
     print(f"registered {card.name} sha256={card.sha256} ({card.train_docs} train, {card.eval_docs} held-out docs)")
     if card.metrics:
         print(format_metrics(card.metrics))

@@ -137,6 +137,8 @@ def train_classifier(
 ) -> tuple[Path, ModelCard]:
     """Train on the train split, evaluate on the held-out split; return the .bin and its card.
 
+    The .bin is written to ``out_path`` (default: a new temporary directory the caller owns).
+
     Training lines keep the first ``max_chars`` characters of each document; ``chunk_words``
     splits them into lines of that many words (more, shorter examples: what language ID needs).
     Evaluation always scores whole documents, as prediction does.
