@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -134,25 +135,73 @@ class IntermediateWriter(PipelineStep):
         yield
 
 
-def finalize_unit(intermediate: pa.Table, decisions: pa.Table) -> tuple[pa.Table, pa.Table]:
-    """Apply dedup decisions to one unit; return its (kept, dropped) tables in input order."""
+def finalize_unit(intermediate: pa.Table, decisions: pa.Table, first_row: int = 0) -> tuple[pa.Table, pa.Table]:
+    """Apply dedup decisions to rows ``first_row...`` of a unit; return (kept, dropped) in input order."""
     ids = intermediate.column("id").to_pylist()
     drop_steps = intermediate.column(DROP_STEP).to_pylist()
     drop_reasons = intermediate.column(DROP_REASON).to_pylist()
     clusters: list[str | None] = [doc_id if step is None else None for doc_id, step in zip(ids, drop_steps)]
     sizes: list[int | None] = [1 if step is None else None for step in drop_steps]
     for row, cluster, size, reason in zip(*(decisions.column(name).to_pylist() for name in ("row", "dup_cluster", "dup_cluster_size", DROP_REASON))):
+        row -= first_row
         clusters[row], sizes[row] = cluster, size
         if reason is not None:
             drop_steps[row], drop_reasons[row] = "dedup", reason
-    table = intermediate.set_column(intermediate.schema.get_field_index("dup_cluster"), "dup_cluster", pa.array(clusters, pa.string()))
-    table = table.set_column(table.schema.get_field_index("dup_cluster_size"), "dup_cluster_size", pa.array(sizes, pa.int32()))
-    table = table.set_column(table.schema.get_field_index(DROP_STEP), DROP_STEP, pa.array(drop_steps, pa.string()))
-    table = table.set_column(table.schema.get_field_index(DROP_REASON), DROP_REASON, pa.array(drop_reasons, pa.string()))
+    table = intermediate
+    for name, values, kind in (
+        ("dup_cluster", clusters, pa.string()),
+        ("dup_cluster_size", sizes, pa.int32()),
+        (DROP_STEP, drop_steps, pa.string()),
+        (DROP_REASON, drop_reasons, pa.string()),
+    ):
+        table = table.set_column(table.schema.get_field_index(name), name, pa.array(values, kind))
     kept_mask = pc.is_null(table.column(DROP_STEP))
     kept = table.filter(kept_mask).select(CURATED_SCHEMA.names).cast(CURATED_SCHEMA)
     dropped = table.filter(pc.invert(kept_mask)).select(DROPPED_SCHEMA.names).cast(DROPPED_SCHEMA)
     return kept, dropped
+
+
+class _PartWriter:
+    """A final part written row group by row group; created only if it gets rows, renamed on close."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.path = path
+        self.schema = schema
+        self.writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if not len(table):
+            return
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = pq.ParquetWriter(self.path.with_name(f".{self.path.name}.tmp"), self.schema,
+                                           compression=_COMPRESSION, use_dictionary=DICTIONARY_COLUMNS)
+        self.writer.write_table(table, row_group_size=_ROW_GROUP)
+        self.rows += len(table)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            os.replace(self.path.with_name(f".{self.path.name}.tmp"), self.path)
+
+
+def write_unit(intermediate_path: Path, decisions: pa.Table, out_dir: Path, unit: int) -> tuple[int, int]:
+    """Stream one intermediate unit into its kept and dropped parts; returns their row counts."""
+    kept_part = _PartWriter(out_dir / "data" / part_name(unit), CURATED_SCHEMA)
+    dropped_part = _PartWriter(out_dir / "dropped" / part_name(unit), DROPPED_SCHEMA)
+    rows = decisions.column("row").to_numpy()
+    first_row = 0
+    for batch in pq.ParquetFile(intermediate_path).iter_batches(batch_size=_ROW_GROUP):
+        end_row = first_row + batch.num_rows
+        lo, hi = np.searchsorted(rows, [first_row, end_row])
+        kept, dropped = finalize_unit(pa.Table.from_batches([batch]).cast(INTERMEDIATE_SCHEMA), decisions.slice(lo, hi - lo), first_row)
+        kept_part.write(kept)
+        dropped_part.write(dropped)
+        first_row = end_row
+    kept_part.close()
+    dropped_part.close()
+    return kept_part.rows, dropped_part.rows
 
 
 class CuratedWriter(PipelineStep):
@@ -171,15 +220,9 @@ class CuratedWriter(PipelineStep):
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         decisions = pq.read_table(self.decisions_path)
         for unit in range(rank, self.n_units, world_size):
-            intermediate = pq.read_table(unit_file(self.intermediate_dir, unit), schema=INTERMEDIATE_SCHEMA)
             mine = decisions.filter(pc.equal(decisions.column("unit"), unit))
-            kept, dropped = finalize_unit(intermediate, mine)
-            for folder, table in (("data", kept), ("dropped", dropped)):
-                if len(table):
-                    write_table_atomic(table, Path(self.out_dir) / folder / part_name(unit))
-            self.stat_update("kept", value=len(kept))
-            self.stat_update("dropped", value=len(dropped))
+            kept, dropped = write_unit(unit_file(self.intermediate_dir, unit), mine, Path(self.out_dir), unit)
+            self.stat_update("kept", value=kept)
+            self.stat_update("dropped", value=dropped)
         return
         yield
-
-

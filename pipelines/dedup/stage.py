@@ -87,11 +87,19 @@ class DedupClusters(PipelineStep):
         yield
 
     def _texts(self, units: np.ndarray, rows: np.ndarray, indices: np.ndarray) -> list[str]:
-        """Texts of the given global indices, read unit by unit (only candidate docs)."""
+        """Texts of the given global indices, reading only the row groups that hold them."""
         texts: dict[int, str] = {}
         for unit in np.unique(units[indices]).tolist():
             chosen = indices[units[indices] == unit]
-            table = pq.read_table(unit_file(self.intermediate_dir, unit), columns=["text"])
-            for index, text in zip(chosen.tolist(), table.column("text").take(rows[chosen]).to_pylist()):
-                texts[index] = text
+            parquet = pq.ParquetFile(unit_file(self.intermediate_dir, unit))
+            sizes = [parquet.metadata.row_group(group).num_rows for group in range(parquet.num_row_groups)]
+            group_starts = np.concatenate([[0], np.cumsum(sizes)])
+            groups = np.unique(np.searchsorted(group_starts, rows[chosen], side="right") - 1)
+            column = parquet.read_row_groups(groups.tolist(), columns=["text"]).column("text")
+            # rows of the selected groups are contiguous per group: map each row to its position
+            local_starts = np.concatenate([[0], np.cumsum(np.array(sizes)[groups])])
+            for index, row in zip(chosen.tolist(), rows[chosen].tolist()):
+                group = int(np.searchsorted(group_starts, row, side="right") - 1)
+                position = local_starts[np.searchsorted(groups, group)] + row - group_starts[group]
+                texts[index] = column[int(position)].as_py()
         return [texts[index] for index in indices.tolist()]
