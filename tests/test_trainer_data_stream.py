@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from midmix.errors import MidmixError, NotFoundError
 from midmix.hashing import sha256_file
 from pipelines.schema import SHARD_SCHEMA
+from trainer import phase_stream
 from trainer.blend import blend_schedule
 from trainer.packing import IGNORE_INDEX, pack_documents
 from trainer.phase_stream import PhaseStream, phase_by_name
@@ -77,7 +78,9 @@ def phase_dir(tmp_path_factory) -> tuple[Path, dict, dict]:
 
 def _stream(phase_dir, **kwargs) -> PhaseStream:
     root, phase, _ = phase_dir
-    options = dict(seq_len=SEQ_LEN, eos_id=EOS, global_batch_size=8, micro_batch_size=2)
+    options = {
+        "seq_len": SEQ_LEN, "eos_id": EOS, "global_batch_size": 8, "micro_batch_size": 2, "decoded_dir": root / "decoded"
+    }
     options.update(kwargs)
     return PhaseStream(phase, lambda entry: root / entry["path"], **options)
 
@@ -90,7 +93,9 @@ def _cat(batches: list[dict]) -> dict:
     return {key: torch.cat([batch[key] for batch in batches]) for key in KEYS}
 
 
-def test_stream_is_the_blend_of_components_packed(phase_dir):
+@pytest.mark.parametrize("block_tokens", [1 << 18, 100])
+def test_stream_is_the_blend_of_components_packed(phase_dir, monkeypatch, block_tokens):
+    monkeypatch.setattr(phase_stream, "_BLOCK_TOKENS", block_tokens)  # 100: one micro-batch per block
     _, _, docs = phase_dir
     stream = _stream(phase_dir)
     names = [name for name, _, _ in COMPONENTS]
@@ -153,14 +158,17 @@ def test_targets_never_cross_documents(phase_dir):
 
 
 def test_realized_shares_count_consumed_document_tokens(phase_dir):
-    _, phase, _ = phase_dir
+    _, phase, docs = phase_dir
     stream = _stream(phase_dir)
     steps = stream.steps_in_phase()
     got = _cat(_collect(stream))
     inputs, doc_ids = got["input_ids"].flatten(), got["doc_ids"].flatten()
     shares = stream.realized_shares(steps)
     assert shares["tokens"] == int((inputs != EOS).sum())
-    assert sum(c["tokens"] for c in shares["components"].values()) == shares["tokens"]
+    names = [name for name, _, _ in COMPONENTS]
+    schedule = blend_schedule([len(docs[name]) for name in names], sum(len(docs[name]) for name in names))
+    per_component = np.bincount(schedule[doc_ids[inputs != EOS].numpy()], minlength=len(names))
+    assert [shares["components"][name]["tokens"] for name in names] == per_component.tolist()
     assert shares["domains"]["math"]["tokens"] == shares["components"]["math"]["tokens"]
     assert stream.realized_shares(steps + 5) == shares
     manifest_total = sum(c["realized_tokens"] for c in phase["components"])
@@ -181,3 +189,25 @@ def test_phase_by_name_and_missing_shard_raise_midmix_errors(phase_dir, tmp_path
         _stream(phase_dir, micro_batch_size=3)
     with pytest.raises(MidmixError, match="cannot resume at step"):
         _stream(phase_dir, start_step=10**6)
+
+
+def test_resume_decodes_only_the_shards_it_reads(phase_dir, tmp_path):
+    _, phase, _ = phase_dir
+    web = phase["components"][0]["shards"]
+    last_step = _stream(phase_dir).steps_in_phase() - 1
+    _collect(_stream(phase_dir, start_step=last_step, decoded_dir=tmp_path))
+    assert not (tmp_path / f"{web[0]['sha256']}.ids.npy").exists()
+    assert (tmp_path / f"{web[1]['sha256']}.ids.npy").exists()
+
+
+def test_input_ids_disagreeing_with_n_tokens_raise(tmp_path):
+    docs = _documents(0, 40, seed=9)
+    entry = _write_shard(tmp_path / "mix" / "phases" / "stable" / "web-00000.parquet", docs, "web")
+    table = pq.read_table(tmp_path / "mix" / entry["path"])
+    lying = table.set_column(5, "n_tokens", pa.array([len(doc) + 1 for doc in docs], type=pa.int32()))
+    pq.write_table(lying, tmp_path / "mix" / entry["path"])
+    entry["sha256"] = sha256_file(tmp_path / "mix" / entry["path"])
+    bad = {"name": "stable", "components": [{"name": "web", "shards": [entry]}]}
+    stream = PhaseStream(bad, lambda e: tmp_path / "mix" / e["path"], SEQ_LEN, EOS, 2, 2, decoded_dir=tmp_path / "d")
+    with pytest.raises(MidmixError, match="disagree with its n_tokens column"):
+        _collect(stream)

@@ -19,7 +19,7 @@ O(total * n_components) numpy work; 10M positions over 5 components take about 0
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

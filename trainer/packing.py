@@ -16,8 +16,8 @@ documents. Work is whole-array numpy plus one slice copy per document piece; no 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -77,13 +77,16 @@ def pack_pieces(
     input_spans = spans.copy()
     input_spans[np.searchsorted(starts, np.arange(1, windows + 1) * width - 1, side="right") - 1] -= 1
     input_doc_ids = np.repeat(doc_ids, input_spans)
-    # Positions count from the latest document start or sequence start, whichever is later.
+    # Positions count from the latest document start or sequence start, whichever is later:
+    # a running sum of ones that drops back to 0 at each such break.
     piece_window, piece_offset = np.divmod(starts, width)
     piece_starts = (piece_window * (width - 1) + piece_offset)[piece_offset < width - 1]
-    breaks = np.union1d(piece_starts, np.arange(0, windows * per_window * seq_len, seq_len))
-    runs = np.diff(np.append(breaks, windows * per_window * seq_len))
-    position_ids = np.repeat(breaks, runs)
-    np.subtract(np.arange(len(position_ids), dtype=np.int64), position_ids, out=position_ids)
+    inputs = windows * per_window * seq_len
+    breaks = np.union1d(piece_starts, np.arange(0, inputs, seq_len))
+    position_ids = np.ones(inputs, dtype=np.int64)
+    position_ids[breaks] = 1 - np.diff(breaks, prepend=0)
+    position_ids[0] = 0
+    np.cumsum(position_ids, out=position_ids)
     return PackedSequences(
         input_ids=input_ids, targets=targets, position_ids=position_ids.reshape(shape), doc_ids=input_doc_ids.reshape(shape)
     )

@@ -17,9 +17,10 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Protocol
+from typing import Protocol
 
 from midmix.errors import MidmixError
 from midmix.hashing import sha256_file
