@@ -114,7 +114,7 @@ class QualityConfig(_Strict):
     min_score: float | None = Field(None, ge=0.0, le=1.0, description="drop below this primary score")
 
     @model_validator(mode="after")
-    def _primary_is_listed(self) -> "QualityConfig":
+    def _primary_is_listed(self) -> QualityConfig:
         if not self.classifiers:
             raise ValueError("quality.classifiers needs at least one classifier")
         if self.primary not in self.classifiers:

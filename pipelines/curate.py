@@ -19,10 +19,11 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import fsspec
 from datatrove.pipeline.base import PipelineStep
@@ -38,7 +39,12 @@ from pipelines.decontam import Decontaminate
 from pipelines.dedup.minhash import DedupSignature
 from pipelines.dedup.stage import DedupClusters
 from pipelines.readers import CorpusReader, InputUnit, resolve_inputs
-from pipelines.steps.classify import DomainTagger, LanguageTagger, QualityScorer, ScoreColumn
+from pipelines.steps.classify import (
+    DomainTagger,
+    LanguageTagger,
+    QualityScorer,
+    ScoreColumn,
+)
 from pipelines.steps.heuristics import HeuristicFilter
 from pipelines.steps.normalize import NormalizeText
 from pipelines.steps.signals import HeuristicSignals
@@ -76,7 +82,9 @@ def _file_facts(url: str) -> dict[str, Any]:
     return {"path": url, "sha256": digest.hexdigest(), "bytes": size}
 
 
-def _resolve_models(config: CurationConfig, models_dir: Path) -> tuple[str, str, dict[str, ScoreColumn], dict[str, str]]:
+def _resolve_models(
+    config: CurationConfig, models_dir: Path
+) -> tuple[str, str, dict[str, ScoreColumn], dict[str, str]]:
     from classifiers.registry import ModelRegistry
 
     registry = ModelRegistry(models_dir)
@@ -93,13 +101,17 @@ def _resolve_models(config: CurationConfig, models_dir: Path) -> tuple[str, str,
     lang, domain = card(config.language.model, "lang"), card(config.domain.model, "domain")
     missing = [label for label in config.domain.labels if label not in domain.labels]
     if missing:
-        raise MidmixError(f"domain.labels {missing} are not labels of model {domain.name} ({', '.join(domain.labels)}); fix domain.labels")
+        raise MidmixError(
+            f"domain.labels {missing} are not labels of model {domain.name} ({', '.join(domain.labels)}); fix domain.labels"
+        )
     quality, shas = {}, {"lang": lang.sha256, "domain": domain.sha256}
     for name, ref in config.quality.classifiers.items():
         found = card(ref, "quality")
         positive = found.positive_label or ("high" if "high" in found.labels else None)
         if positive is None:
-            raise MidmixError(f"quality classifier '{name}' ({found.name}) has no positive label; its labels are {found.labels}")
+            raise MidmixError(
+                f"quality classifier '{name}' ({found.name}) has no positive label; its labels are {found.labels}"
+            )
         quality[name] = ScoreColumn(str(models_dir / f"{found.sha256}.bin"), positive)
         shas[name] = found.sha256
     return str(models_dir / f"{lang.sha256}.bin"), str(models_dir / f"{domain.sha256}.bin"), quality, shas
@@ -111,7 +123,11 @@ def plan_curation(config: CurationConfig, data_dir: Path) -> CurationPlan:
     lang_model, domain_model, quality, shas = _resolve_models(config, Path(data_dir) / "models")
     tokenizer = Tokenizer(config.tokenizer)
     inputs = [_file_facts(unit.url) for unit in units]
-    eval_files = [_file_facts(unit.url) for unit in resolve_inputs(config.decontam.eval_files)] if config.decontam.enabled else []
+    eval_files = (
+        [_file_facts(unit.url) for unit in resolve_inputs(config.decontam.eval_files)]
+        if config.decontam.enabled
+        else []
+    )
     hashed_config = config.model_dump(mode="json", exclude={"inputs", "executor", "batch_size"})
     hashed_config["tokenizer"] = tokenizer.sha256
     hashed_config["decontam"]["eval_files"] = [facts["sha256"] for facts in eval_files]
@@ -135,12 +151,16 @@ def plan_curation(config: CurationConfig, data_dir: Path) -> CurationPlan:
     return CurationPlan(config, units, lang_model, domain_model, quality, header)
 
 
-def stage_one_pipeline(plan: CurationPlan, intermediate_dir: Path, progress: ProgressCallback | None) -> list[PipelineStep]:
+def stage_one_pipeline(
+    plan: CurationPlan, intermediate_dir: Path, progress: ProgressCallback | None
+) -> list[PipelineStep]:
     """Read and annotate: every step marks drops instead of removing documents."""
     config, size = plan.config, plan.config.batch_size
     steps: list[PipelineStep] = [CorpusReader(plan.units, config.fields), NormalizeText(size), HeuristicSignals(size)]
     if config.decontam.enabled:
-        steps.append(Decontaminate(config.decontam.eval_files, config.decontam.ngram, config.decontam.overlap_threshold, size))
+        steps.append(
+            Decontaminate(config.decontam.eval_files, config.decontam.ngram, config.decontam.overlap_threshold, size)
+        )
     steps += [
         LanguageTagger(plan.lang_model, config.language.keep, config.language.max_chars, size),
         DomainTagger(plan.domain_model, config.domain.labels, config.domain.max_chars, size),
@@ -210,18 +230,36 @@ def _executor(config: CurationConfig, pipeline: list, tasks: int, logging_dir: P
         from datatrove.executor import LocalPipelineExecutor
 
         workers = min(spec.workers if spec.workers != -1 else tasks, tasks)
-        return LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir), depends=depends)
+        return LocalPipelineExecutor(
+            pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir), depends=depends
+        )
     if spec.kind == "ray":
         from datatrove.executor.ray import RayPipelineExecutor
 
-        return RayPipelineExecutor(pipeline, tasks=tasks, workers=spec.workers, cpus_per_task=spec.cpus_per_task,
-                                   logging_dir=str(logging_dir), depends=depends)
+        return RayPipelineExecutor(
+            pipeline,
+            tasks=tasks,
+            workers=spec.workers,
+            cpus_per_task=spec.cpus_per_task,
+            logging_dir=str(logging_dir),
+            depends=depends,
+        )
     from datatrove.executor import SlurmPipelineExecutor
 
-    return SlurmPipelineExecutor(pipeline, tasks=tasks, time=spec.time, partition=spec.partition, job_name=f"midmix-{name}",
-                                 cpus_per_task=spec.cpus_per_task, mem_per_cpu_gb=spec.mem_per_cpu_gb, qos=spec.qos,
-                                 venv_path=spec.venv_path, sbatch_args=spec.sbatch_args, logging_dir=str(logging_dir),
-                                 depends=depends)
+    return SlurmPipelineExecutor(
+        pipeline,
+        tasks=tasks,
+        time=spec.time,
+        partition=spec.partition,
+        job_name=f"midmix-{name}",
+        cpus_per_task=spec.cpus_per_task,
+        mem_per_cpu_gb=spec.mem_per_cpu_gb,
+        qos=spec.qos,
+        venv_path=spec.venv_path,
+        sbatch_args=spec.sbatch_args,
+        logging_dir=str(logging_dir),
+        depends=depends,
+    )
 
 
 @contextmanager
@@ -256,12 +294,33 @@ def curate_corpus(config: CurationConfig, data_dir: Path, progress: ProgressCall
     report = (lambda step, done, total: progress(step, done, total)) if progress and in_process else None
     n_units = len(plan.units)
     decisions = work / "dedup" / "decisions.parquet"
-    stage_one = _executor(config, stage_one_pipeline(plan, work / "intermediate", report), tasks, work / "logs" / "1-annotate", None, "annotate")
-    stage_two = _executor(config, [DedupClusters(str(work / "intermediate"), str(decisions), n_units, config.dedup, config.inputs, report)],
-                          1, work / "logs" / "2-dedup", stage_one, "dedup")
-    stage_three = _executor(config, [CuratedWriter(str(work / "intermediate"), str(decisions), str(work / "out"), n_units)],
-                            tasks, work / "logs" / "3-write", stage_two, "write")
-    publish = PublishDataset(str(work / "out"), str(final), plan.header, step_names(config), list(config.quality.classifiers))
+    stage_one = _executor(
+        config,
+        stage_one_pipeline(plan, work / "intermediate", report),
+        tasks,
+        work / "logs" / "1-annotate",
+        None,
+        "annotate",
+    )
+    stage_two = _executor(
+        config,
+        [DedupClusters(str(work / "intermediate"), str(decisions), n_units, config.dedup, config.inputs, report)],
+        1,
+        work / "logs" / "2-dedup",
+        stage_one,
+        "dedup",
+    )
+    stage_three = _executor(
+        config,
+        [CuratedWriter(str(work / "intermediate"), str(decisions), str(work / "out"), n_units)],
+        tasks,
+        work / "logs" / "3-write",
+        stage_two,
+        "write",
+    )
+    publish = PublishDataset(
+        str(work / "out"), str(final), plan.header, step_names(config), list(config.quality.classifiers)
+    )
     stage_four = _executor(config, [publish], 1, work / "logs" / "4-publish", stage_three, "publish")
     with _datatrove_logs_to(work / "datatrove.log"):
         stage_four.run()

@@ -16,9 +16,16 @@ def register(subparsers: Any) -> None:
         description="Curate INPUT files, globs or folders (JSONL, JSONL.gz, Parquet, HF datasets on disk) "
         "into DATA/datasets/<version>. Without --config the bundled default classifiers are trained or loaded.",
     )
-    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="files, globs, folders or fsspec URLs (override the config's inputs)")
-    parser.add_argument("--out", "--data-dir", dest="data_dir", default=os.environ.get("MIDMIX_DATA_DIR", "./midmix-data"),
-                        help="data directory (default: $MIDMIX_DATA_DIR or ./midmix-data)")
+    parser.add_argument(
+        "inputs", nargs="*", metavar="INPUT", help="files, globs, folders or fsspec URLs (override the config's inputs)"
+    )
+    parser.add_argument(
+        "--out",
+        "--data-dir",
+        dest="data_dir",
+        default=os.environ.get("MIDMIX_DATA_DIR", "./midmix-data"),
+        help="data directory (default: $MIDMIX_DATA_DIR or ./midmix-data)",
+    )
     parser.add_argument("--config", help="curation config (YAML or JSON) for full control")
     parser.add_argument("--tasks", type=int, help="parallel tasks (local executor); default from the config, else 1")
     parser.set_defaults(handler=run_curate)

@@ -10,8 +10,9 @@ inputs, never on the number of tasks, so reruns produce byte-identical files.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -41,7 +42,9 @@ _INTERMEDIATE_COMPRESSION = "lz4"  # transient files: favour speed over size
 # Dictionary-encode only low-cardinality columns: ids, texts and signatures are unique and
 # dictionary attempts on them cost more than compressing them.
 DICTIONARY_COLUMNS = ["source", "lang", "domain", "drop_step", "drop_reason"]
-_METADATA_COLUMNS = tuple(name for name in INTERMEDIATE_SCHEMA.names if name not in ("id", "text", "dup_cluster", "dup_cluster_size"))
+_METADATA_COLUMNS = tuple(
+    name for name in INTERMEDIATE_SCHEMA.names if name not in ("id", "text", "dup_cluster", "dup_cluster_size")
+)
 _MAP_COLUMNS = ("domain_scores", "quality")
 
 
@@ -57,8 +60,13 @@ def write_table_atomic(table: pa.Table, path: Path) -> None:
     """Write a Parquet file under a temporary name, then rename: no reader sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, row_group_size=_ROW_GROUP, compression=_COMPRESSION,
-                   use_dictionary=[name for name in DICTIONARY_COLUMNS if name in table.column_names])
+    pq.write_table(
+        table,
+        tmp,
+        row_group_size=_ROW_GROUP,
+        compression=_COMPRESSION,
+        use_dictionary=[name for name in DICTIONARY_COLUMNS if name in table.column_names],
+    )
     os.replace(tmp, path)
 
 
@@ -81,8 +89,9 @@ class _UnitWriter:
         self.path = path
         self.tmp = path.with_name(f".{path.name}.tmp")
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.writer = pq.ParquetWriter(self.tmp, INTERMEDIATE_SCHEMA, compression=_INTERMEDIATE_COMPRESSION,
-                                       use_dictionary=DICTIONARY_COLUMNS)
+        self.writer = pq.ParquetWriter(
+            self.tmp, INTERMEDIATE_SCHEMA, compression=_INTERMEDIATE_COMPRESSION, use_dictionary=DICTIONARY_COLUMNS
+        )
         self.docs: list[Document] = []
 
     def add(self, doc: Document) -> None:
@@ -142,7 +151,9 @@ def finalize_unit(intermediate: pa.Table, decisions: pa.Table, first_row: int = 
     drop_reasons = intermediate.column(DROP_REASON).to_pylist()
     clusters: list[str | None] = [doc_id if step is None else None for doc_id, step in zip(ids, drop_steps)]
     sizes: list[int | None] = [1 if step is None else None for step in drop_steps]
-    for row, cluster, size, reason in zip(*(decisions.column(name).to_pylist() for name in ("row", "dup_cluster", "dup_cluster_size", DROP_REASON))):
+    for row, cluster, size, reason in zip(
+        *(decisions.column(name).to_pylist() for name in ("row", "dup_cluster", "dup_cluster_size", DROP_REASON))
+    ):
         row -= first_row
         clusters[row], sizes[row] = cluster, size
         if reason is not None:
@@ -175,8 +186,12 @@ class _PartWriter:
             return
         if self.writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.writer = pq.ParquetWriter(self.path.with_name(f".{self.path.name}.tmp"), self.schema,
-                                           compression=_COMPRESSION, use_dictionary=DICTIONARY_COLUMNS)
+            self.writer = pq.ParquetWriter(
+                self.path.with_name(f".{self.path.name}.tmp"),
+                self.schema,
+                compression=_COMPRESSION,
+                use_dictionary=DICTIONARY_COLUMNS,
+            )
         self.writer.write_table(table, row_group_size=_ROW_GROUP)
         self.rows += len(table)
 
@@ -195,7 +210,9 @@ def write_unit(intermediate_path: Path, decisions: pa.Table, out_dir: Path, unit
     for batch in pq.ParquetFile(intermediate_path).iter_batches(batch_size=_ROW_GROUP):
         end_row = first_row + batch.num_rows
         lo, hi = np.searchsorted(rows, [first_row, end_row])
-        kept, dropped = finalize_unit(pa.Table.from_batches([batch]).cast(INTERMEDIATE_SCHEMA), decisions.slice(lo, hi - lo), first_row)
+        kept, dropped = finalize_unit(
+            pa.Table.from_batches([batch]).cast(INTERMEDIATE_SCHEMA), decisions.slice(lo, hi - lo), first_row
+        )
         kept_part.write(kept)
         dropped_part.write(dropped)
         first_row = end_row

@@ -62,19 +62,21 @@ def _file_entry(root: Path, path: Path) -> dict[str, Any]:
     }
 
 
-def build_manifest(version_dir: Path, header: dict[str, Any], step_names: list[str], quality_names: list[str]) -> dict[str, Any]:
+def build_manifest(
+    version_dir: Path, header: dict[str, Any], step_names: list[str], quality_names: list[str]
+) -> dict[str, Any]:
     """The full manifest of the files under ``version_dir``; ``header`` holds version, inputs, config, models."""
     kept_paths = sorted((version_dir / "data").glob("part-*.parquet"))
     dropped_paths = sorted((version_dir / "dropped").glob("part-*.parquet"))
     kept = _read(kept_paths, ["domain", "lang", "source", "n_tokens", "quality"], CURATED_SCHEMA)
     dropped = _read(dropped_paths, ["drop_step", "drop_reason"], DROPPED_SCHEMA)
     total = len(kept["n_tokens"]) + len(dropped["drop_step"])
-    tokens_by: dict[str, Counter] = {key: Counter() for key in ("domain", "lang", "source")}
-    docs_by: dict[str, Counter] = {key: Counter() for key in ("domain", "lang", "source")}
-    for index, tokens in enumerate(kept["n_tokens"]):
-        for key in tokens_by:
-            tokens_by[key][kept[key][index]] += tokens
-            docs_by[key][kept[key][index]] += 1
+    tokens_by: dict[str, Counter] = {}
+    docs_by: dict[str, Counter] = {}
+    for key in ("domain", "lang", "source"):
+        tokens_by[key], docs_by[key] = Counter(), Counter(kept[key])
+        for value, tokens in zip(kept[key], kept["n_tokens"]):
+            tokens_by[key][value] += tokens
     scores: dict[str, list[float]] = {name: [] for name in quality_names}
     for entries in kept["quality"]:
         for name, value in entries:
@@ -83,7 +85,11 @@ def build_manifest(version_dir: Path, header: dict[str, Any], step_names: list[s
         **header,
         "kind": "dataset",
         "steps": step_counts(step_names, total, dropped["drop_step"], dropped["drop_reason"]),
-        "counts": {"docs": len(kept["n_tokens"]), "tokens": int(sum(kept["n_tokens"])), "dropped": len(dropped["drop_step"])},
+        "counts": {
+            "docs": len(kept["n_tokens"]),
+            "tokens": int(sum(kept["n_tokens"])),
+            "dropped": len(dropped["drop_step"]),
+        },
         "tokens_by": {key: dict(sorted(counter.items())) for key, counter in tokens_by.items()},
         "docs_by": {key: dict(sorted(counter.items())) for key, counter in docs_by.items()},
         "quality_histograms": {name: _histogram(values) for name, values in scores.items()},

@@ -20,7 +20,6 @@ from pipelines.steps.normalize import normalize_text
 from pipelines.steps.signals import WORDS
 from pipelines.steps.words import concat_words, ngram_hashes, split_words
 
-
 _FILTER_BITS = 1 << 24  # 2 MiB bitmap: most document n-grams are rejected by one lookup
 
 
@@ -53,7 +52,9 @@ class EvalIndex:
         found = self.hashes[position] == doc_hashes
         if not found.any():
             return result
-        pairs = np.unique(np.stack([owners[found], self.items[position[found]], doc_hashes[found].view(np.int64)]), axis=1)
+        pairs = np.unique(
+            np.stack([owners[found], self.items[position[found]], doc_hashes[found].view(np.int64)]), axis=1
+        )
         doc_item, matches = np.unique(pairs[:2], axis=1, return_counts=True)
         hit = matches >= threshold * self.item_ngrams[doc_item[1]]
         for doc, item in zip(doc_item[0][hit], doc_item[1][hit]):

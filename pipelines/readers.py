@@ -11,9 +11,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, Iterator
+from typing import Any
 
 import fsspec
 from datatrove.data import Document, DocumentsPipeline
@@ -95,7 +96,9 @@ def resolve_inputs(patterns: list[str]) -> list[InputUnit]:
             elif fmt := _format_of(found):
                 units.append(InputUnit(url_of(found), fmt, _stem(found)))
             else:
-                raise MidmixError(f"input {found}: unknown format; use .jsonl, .jsonl.gz, .json.gz, .parquet or a folder")
+                raise MidmixError(
+                    f"input {found}: unknown format; use .jsonl, .jsonl.gz, .json.gz, .parquet or a folder"
+                )
     return units
 
 
@@ -109,7 +112,9 @@ def _jsonl_records(url: str) -> Iterator[tuple[int, dict]]:
                 try:
                     record = json.loads(raw.decode("utf-8"))
                 except UnicodeDecodeError as error:
-                    raise MidmixError(f"{url}:{lineno}: not UTF-8 text ({error.reason}); re-encode the file as UTF-8") from None
+                    raise MidmixError(
+                        f"{url}:{lineno}: not UTF-8 text ({error.reason}); re-encode the file as UTF-8"
+                    ) from None
                 except json.JSONDecodeError as error:
                     raise MidmixError(f"{url}:{lineno}: invalid JSON ({error.msg} at column {error.colno})") from None
                 if not isinstance(record, dict):

@@ -22,7 +22,9 @@ def corpus_with_duplicates(subset: Path, target: Path) -> tuple[Path, dict[str, 
     """The subset plus an exact copy and a lightly edited copy of two long handbook pages."""
     lines = subset.read_text(encoding="utf-8").splitlines()
     records = [json.loads(line) for line in lines]
-    long_pages = [r for r in records if r["source"] == "debian-handbook" and r["lang"] == "en" and len(r["text"]) > 3000]
+    long_pages = [
+        r for r in records if r["source"] == "debian-handbook" and r["lang"] == "en" and len(r["text"]) > 3000
+    ]
     exact = {**long_pages[0], "id": "copy-exact"}
     words = long_pages[1]["text"].split(" ")
     words[len(words) // 2] = "EDITED"
@@ -59,7 +61,15 @@ def test_parts_follow_the_fixed_schemas(curated) -> None:
 def test_step_counts_add_up(curated) -> None:
     manifest, data_dir, *_ = curated
     steps = {step["name"]: step for step in manifest["steps"]}
-    assert [step["name"] for step in manifest["steps"]] == ["read", "normalize", "decontam", "language", "heuristics", "quality", "dedup"]
+    assert [step["name"] for step in manifest["steps"]] == [
+        "read",
+        "normalize",
+        "decontam",
+        "language",
+        "heuristics",
+        "quality",
+        "dedup",
+    ]
     assert steps["read"]["docs_in"] == 649
     assert steps["decontam"]["dropped"] == {"decontam:humaneval": 3}
     assert steps["dedup"]["dropped"] == {"exact_duplicate": 1, "near_duplicate": 1}
@@ -72,7 +82,9 @@ def test_step_counts_add_up(curated) -> None:
 
 def test_planted_humaneval_problems_are_dropped_by_decontam(curated) -> None:
     manifest, data_dir, corpus, *_ = curated
-    planted = {json.loads(line)["id"] for line in corpus.read_text().splitlines() if json.loads(line)["source"] == "humaneval"}
+    planted = {
+        json.loads(line)["id"] for line in corpus.read_text().splitlines() if json.loads(line)["source"] == "humaneval"
+    }
     dropped = read(data_dir, manifest, "dropped").to_pylist()
     assert {row["id"] for row in dropped if row["drop_step"] == "decontam"} == planted
 
@@ -102,7 +114,11 @@ def test_rows_carry_scores_tokens_and_input_order(curated) -> None:
         assert dict(row["quality"])["fasttext_hq"] == row["quality_score"]
         assert row["domain"] in dict(row["domain_scores"]) and abs(sum(dict(row["domain_scores"]).values()) - 1) < 1e-4
         assert row["n_tokens"] == len(row["text"].encode("utf-8")) and row["n_chars"] == len(row["text"])
-    assert sum(manifest["tokens_by"]["domain"].values()) == manifest["counts"]["tokens"] == sum(r["n_tokens"] for r in rows)
+    assert (
+        sum(manifest["tokens_by"]["domain"].values())
+        == manifest["counts"]["tokens"]
+        == sum(r["n_tokens"] for r in rows)
+    )
     assert sum(manifest["docs_by"]["source"].values()) == len(rows)
     assert sum(manifest["quality_histograms"]["fasttext_hq"]["counts"]) == len(rows)
 
@@ -127,8 +143,10 @@ def test_existing_version_is_returned_without_work(curated) -> None:
     assert (version_dir(data_dir, manifest) / "manifest.json").stat().st_mtime_ns == stamp
 
 
-def test_interrupted_run_publishes_nothing_and_rerun_is_identical(curated, tmp_path, default_models_dir, monkeypatch) -> None:
-    manifest, first_dir, corpus, *_ = curated
+def test_interrupted_run_publishes_nothing_and_rerun_is_identical(
+    curated, tmp_path, default_models_dir, monkeypatch
+) -> None:
+    manifest, _, corpus, *_ = curated
     data_dir = make_data_dir(tmp_path / "data", default_models_dir)
 
     def crash(self, data=None, rank=0, world_size=1):

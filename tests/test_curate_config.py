@@ -15,7 +15,12 @@ def test_defaults_cover_the_issue() -> None:
     config = CurationConfig(inputs=["corpus.jsonl"])
     assert config.quality.classifiers == {"fasttext_hq": "default"}
     assert config.domain.labels == ["web", "code", "math", "qa", "academic", "other"]
-    assert (config.dedup.ngram, config.dedup.num_bands, config.dedup.rows_per_band, config.dedup.jaccard_threshold) == (5, 20, 5, 0.8)
+    assert (config.dedup.ngram, config.dedup.num_bands, config.dedup.rows_per_band, config.dedup.jaccard_threshold) == (
+        5,
+        20,
+        5,
+        0.8,
+    )
     assert config.decontam.ngram == 13 and config.decontam.eval_files[0].endswith("humaneval.jsonl.gz")
     assert config.heuristics.for_domain("code").min_alpha_word_ratio is None
     assert config.heuristics.for_domain("web").min_alpha_word_ratio == 0.6
@@ -38,7 +43,9 @@ def test_yaml_with_nested_sections(tmp_path: Path) -> None:
 def test_unknown_key_names_field_and_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("inputs: [a.jsonl]\ndedup: {num_band: 10}\n")
-    with pytest.raises(MidmixError, match=rf"invalid curation config in {path}: dedup.num_band: Extra inputs are not permitted"):
+    with pytest.raises(
+        MidmixError, match=rf"invalid curation config in {path}: dedup.num_band: Extra inputs are not permitted"
+    ):
         load_config(path)
 
 

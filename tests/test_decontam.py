@@ -7,13 +7,13 @@ import json
 
 import numpy as np
 import pytest
+from datatrove.data import Document
 
 from pipelines.decontam import Decontaminate, build_eval_index
 from pipelines.steps.normalize import normalize_text
 from pipelines.steps.signals import HeuristicSignals
 from pipelines.steps.words import split_words
 from tests.conftest import HUMANEVAL, SAMPLE_CORPUS
-from datatrove.data import Document
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,19 @@ no exact duplicate survives, and each cluster keeps its best-quality document.""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pytest
 
 from pipelines.config import DedupConfig
-from pipelines.dedup.cluster import DedupInput, cluster_documents, jaccard, shingle_set
+from pipelines.dedup.cluster import (
+    DedupInput,
+    DedupResult,
+    cluster_documents,
+    jaccard,
+    shingle_set,
+)
 from pipelines.dedup.minhash import exact_hash, signatures
 from pipelines.steps.words import split_words
 
@@ -39,51 +47,64 @@ def run_dedup(texts: list[str], quality: np.ndarray, config: DedupConfig = CONFI
     return cluster_documents(data, config, lambda indices: [texts[i] for i in indices])
 
 
+class Planted(NamedTuple):
+    texts: list[str]
+    pairs: list[tuple[int, int]]
+    quality: np.ndarray
+    shingles: list[np.ndarray]
+    result: DedupResult
+
+
 @pytest.fixture(scope="module")
-def planted():
+def planted() -> Planted:
     texts, pairs = planted_corpus()
     quality = np.random.default_rng(1).random(len(texts))
     shingles = [shingle_set(text, CONFIG.ngram) for text in texts]
-    return texts, pairs, quality, shingles, run_dedup(texts, quality)
+    return Planted(texts, pairs, quality, shingles, run_dedup(texts, quality))
 
 
-def test_near_duplicate_recall_and_precision(planted) -> None:
-    texts, pairs, quality, shingles, result = planted
-    similar = [(a, b) for a, b in pairs if jaccard(shingles[a], shingles[b]) >= 0.8]
+def test_near_duplicate_recall_and_precision(planted: Planted) -> None:
+    keeper, shingles = planted.result.keeper, planted.shingles
+    similar = [(a, b) for a, b in planted.pairs if jaccard(shingles[a], shingles[b]) >= 0.8]
     assert len(similar) >= 120  # the plant has enough true pairs to measure recall
-    found = sum(result.keeper[a] == result.keeper[b] for a, b in similar)
+    found = sum(keeper[a] == keeper[b] for a, b in similar)
     assert found / len(similar) >= 0.95
-    merged = [(item, keeper) for item, keeper in enumerate(result.keeper.tolist()) if item != keeper]
-    correct = sum(jaccard(shingles[item], shingles[keeper]) >= 0.8 for item, keeper in merged)
+    merged = [(item, kept) for item, kept in enumerate(keeper.tolist()) if item != kept]
+    correct = sum(jaccard(shingles[item], shingles[kept]) >= 0.8 for item, kept in merged)
     assert correct / len(merged) >= 0.98
 
 
-def test_pairs_below_threshold_stay_apart(planted) -> None:
-    texts, pairs, quality, shingles, result = planted
-    dissimilar = [(a, b) for a, b in pairs if jaccard(shingles[a], shingles[b]) < 0.8]
+def test_pairs_below_threshold_stay_apart(planted: Planted) -> None:
+    keeper, shingles = planted.result.keeper, planted.shingles
+    dissimilar = [(a, b) for a, b in planted.pairs if jaccard(shingles[a], shingles[b]) < 0.8]
     assert dissimilar  # edits of up to 8 words push some pairs below 0.8
-    assert all(result.keeper[a] != result.keeper[b] for a, b in dissimilar)
+    assert all(keeper[a] != keeper[b] for a, b in dissimilar)
 
 
-def test_no_exact_duplicate_survives(planted) -> None:
-    texts, pairs, quality, shingles, result = planted
-    kept = [texts[i] for i in range(len(texts)) if result.keeper[i] == i]
+def test_no_exact_duplicate_survives(planted: Planted) -> None:
+    texts, keeper = planted.texts, planted.result.keeper
+    kept = [texts[i] for i in range(len(texts)) if keeper[i] == i]
     assert len(kept) == len(set(kept))
-    exact_removed = [i for i, reason in enumerate(result.reason) if reason == "exact_duplicate"]
-    assert all(texts[i] == texts[result.keeper[i]] for i in exact_removed)
+    copies = [(a, b) for a, b in planted.pairs if texts[a] == texts[b]]
+    assert len(copies) == 20 and all(keeper[a] == keeper[b] for a, b in copies)
+    exact_removed = [i for i, reason in enumerate(planted.result.reason) if reason == "exact_duplicate"]
+    assert all(texts[i] == texts[keeper[i]] for i in exact_removed)
 
 
-def test_cluster_keeps_highest_quality_and_records_size(planted) -> None:
-    texts, pairs, quality, shingles, result = planted
-    for cluster in set(result.keeper.tolist()):
-        members = np.flatnonzero(result.keeper == cluster)
-        assert cluster == members[np.argmax(quality[members])]
-        assert (result.size[members] == len(members)).all()
+def test_cluster_keeps_highest_quality_and_records_size(planted: Planted) -> None:
+    keeper = planted.result.keeper
+    for cluster in set(keeper.tolist()):
+        members = np.flatnonzero(keeper == cluster)
+        assert cluster == members[np.argmax(planted.quality[members])]
+        assert (planted.result.size[members] == len(members)).all()
 
 
 def test_exact_only_mode_ignores_near_duplicates() -> None:
-    texts = ["alpha beta gamma delta epsilon zeta eta theta", "alpha beta gamma delta epsilon zeta eta iota",
-             "alpha beta gamma delta epsilon zeta eta theta"]
+    texts = [
+        "alpha beta gamma delta epsilon zeta eta theta",
+        "alpha beta gamma delta epsilon zeta eta iota",
+        "alpha beta gamma delta epsilon zeta eta theta",
+    ]
     result = run_dedup(texts, np.array([0.1, 0.9, 0.5]), DedupConfig(minhash=False))
     assert result.keeper.tolist() == [2, 1, 2]
     assert result.reason == ["exact_duplicate", None, None]

@@ -21,7 +21,10 @@ RECORDS = [
 ]
 
 
-def read_all(*inputs: str | Path, fields: FieldMap = FieldMap(), world_size: int = 1) -> list:
+DEFAULT_FIELDS = FieldMap()
+
+
+def read_all(*inputs: str | Path, fields: FieldMap = DEFAULT_FIELDS, world_size: int = 1) -> list:
     units = resolve_inputs([str(path) for path in inputs])
     reader = CorpusReader(units, fields)
     return [doc for rank in range(world_size) for doc in reader.run(None, rank, world_size)]
@@ -35,7 +38,10 @@ def write_jsonl(path: Path, lines: list[str]) -> Path:
 
 
 def summary(docs: list) -> list[tuple]:
-    return [(doc.id, doc.text, doc.metadata["source"], doc.metadata["meta"], doc.metadata.get("drop_reason")) for doc in docs]
+    return [
+        (doc.id, doc.text, doc.metadata["source"], doc.metadata["meta"], doc.metadata.get("drop_reason"))
+        for doc in docs
+    ]
 
 
 EXPECTED = [

@@ -8,8 +8,8 @@ precision, so more bands cost only extra checks, never false merges.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -97,10 +97,14 @@ def _bucket_pairs(bucket: np.ndarray) -> np.ndarray:
         left, right = np.triu_indices(len(bucket), k=1)
         return np.stack([bucket[left], bucket[right]], axis=1)
     rest = bucket[1:]
-    return np.concatenate([np.stack([np.full(len(rest), bucket[0]), rest], axis=1), np.stack([bucket[:-1], bucket[1:]], axis=1)])
+    return np.concatenate(
+        [np.stack([np.full(len(rest), bucket[0]), rest], axis=1), np.stack([bucket[:-1], bucket[1:]], axis=1)]
+    )
 
 
-def cluster_documents(data: DedupInput, config: DedupConfig, load_texts: Callable[[np.ndarray], list[str]]) -> DedupResult:
+def cluster_documents(
+    data: DedupInput, config: DedupConfig, load_texts: Callable[[np.ndarray], list[str]]
+) -> DedupResult:
     """Union exact duplicates and verified near duplicates; keep the best-quality doc of each cluster."""
     n = len(data.exact_hashes)
     union = _UnionFind(n)
@@ -121,7 +125,9 @@ def cluster_documents(data: DedupInput, config: DedupConfig, load_texts: Callabl
     return _choose_keepers(union, data)
 
 
-def _verified_pairs(candidates: np.ndarray, data: DedupInput, config: DedupConfig, load_texts: Callable) -> list[tuple[int, int]]:
+def _verified_pairs(
+    candidates: np.ndarray, data: DedupInput, config: DedupConfig, load_texts: Callable
+) -> list[tuple[int, int]]:
     if len(candidates) == 0:
         return []
     estimate = (data.signatures[candidates[:, 0]] == data.signatures[candidates[:, 1]]).mean(axis=1)
@@ -131,9 +137,7 @@ def _verified_pairs(candidates: np.ndarray, data: DedupInput, config: DedupConfi
     needed = np.unique(plausible)
     shingles = {int(index): shingle_set(text, config.ngram) for index, text in zip(needed, load_texts(needed))}
     return [
-        (int(a), int(b))
-        for a, b in plausible.tolist()
-        if jaccard(shingles[a], shingles[b]) >= config.jaccard_threshold
+        (int(a), int(b)) for a, b in plausible.tolist() if jaccard(shingles[a], shingles[b]) >= config.jaccard_threshold
     ]
 
 

@@ -6,8 +6,8 @@ with 100 permutations), never the texts; those are re-read only for LSH candidat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -16,7 +16,12 @@ from datatrove.pipeline.base import PipelineStep
 
 from midmix.errors import MidmixError
 from pipelines.config import DedupConfig
-from pipelines.curated_writer import DECISIONS_SCHEMA, INTERMEDIATE_SCHEMA, unit_file, write_table_atomic
+from pipelines.curated_writer import (
+    DECISIONS_SCHEMA,
+    INTERMEDIATE_SCHEMA,
+    unit_file,
+    write_table_atomic,
+)
 from pipelines.dedup.cluster import DedupInput, cluster_documents
 from pipelines.dedup.minhash import EXACT_HASH, SIGNATURE
 from pipelines.steps.base import DROP_REASON, DROP_STEP
@@ -30,8 +35,15 @@ class DedupClusters(PipelineStep):
     name = "dedup"
     type = "🫂 - DEDUP"
 
-    def __init__(self, intermediate_dir: str, decisions_path: str, n_units: int, config: DedupConfig, inputs: list[str],
-                 progress: Callable[[str, int, int | None], None] | None = None):
+    def __init__(
+        self,
+        intermediate_dir: str,
+        decisions_path: str,
+        n_units: int,
+        config: DedupConfig,
+        inputs: list[str],
+        progress: Callable[[str, int, int | None], None] | None = None,
+    ):
         super().__init__()
         self.intermediate_dir = intermediate_dir
         self.decisions_path = decisions_path

@@ -8,7 +8,7 @@ Live documents are processed in batches because fastText and numpy pay per call,
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Iterator
+from collections.abc import Iterator
 
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep

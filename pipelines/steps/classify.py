@@ -19,7 +19,6 @@ from datatrove.data import Document
 from classifiers.model import FastTextModel
 from pipelines.steps.base import BatchStep
 
-
 _LINES = "_fasttext_lines"
 
 
@@ -98,8 +97,14 @@ class QualityScorer(BatchStep):
 
     name = "quality"
 
-    def __init__(self, classifiers: dict[str, ScoreColumn], primary: str, min_score: float | None, max_chars: int,
-                 batch_size: int = 256):
+    def __init__(
+        self,
+        classifiers: dict[str, ScoreColumn],
+        primary: str,
+        min_score: float | None,
+        max_chars: int,
+        batch_size: int = 256,
+    ):
         super().__init__(batch_size)
         self.classifiers = dict(classifiers)
         self.primary = primary

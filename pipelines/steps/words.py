@@ -80,7 +80,9 @@ def split_words(texts: list[str]) -> WordBatch:
     letter_before = np.where(starts > 0, letters[np.maximum(starts - 1, 0)], 0)
     doc_starts = np.cumsum([0] + [len(part) + 1 for part in parts], dtype=np.int64)
     offsets = np.searchsorted(starts, doc_starts)
-    return WordBatch(hashes=hashes, lengths=ends - starts, has_letter=letters[ends - 1] > letter_before, offsets=offsets)
+    return WordBatch(
+        hashes=hashes, lengths=ends - starts, has_letter=letters[ends - 1] > letter_before, offsets=offsets
+    )
 
 
 def hash_words(words: list[str]) -> np.ndarray:
