@@ -143,3 +143,16 @@ def test_missing_input_and_unknown_format(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(MidmixError, match="holds no .jsonl"):
         resolve_inputs([str(tmp_path / "empty")])
+
+
+def test_fsspec_urls_with_globs_and_compression() -> None:
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    with memory.open("/readers-test/a.jsonl", "w") as handle:
+        handle.write(json.dumps({"id": "1", "text": "one"}) + "\n")
+    with memory.open("/readers-test/b.jsonl.gz", "wb") as handle:
+        handle.write(gzip.compress(json.dumps({"id": "2", "text": "two"}).encode() + b"\n"))
+    docs = read_all("memory://readers-test/*.jsonl*")
+    assert [(doc.id, doc.text, doc.metadata["source"]) for doc in docs] == [("1", "one", "a"), ("2", "two", "b")]
+    memory.rm("/readers-test", recursive=True)
