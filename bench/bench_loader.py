@@ -8,8 +8,9 @@ batches; we report tokens/s delivered and the ratio of ours to the fastest peer.
   ``StreamingDataLoader`` (litdata packs contiguous tokens; it makes no doc ids, positions or
   masks, so it does less work per batch than we do).
 * HF datasets: the same Parquet shards, ``Dataset.iter(batch_size=1024)`` in Arrow format
-  followed by our own packing (``pack_documents``) of each 1,024-document batch (its
-  incomplete tail is dropped, so it delivers slightly fewer tokens; we report tokens/s).
+  followed by our own packing (``pack_documents``) of each 1,024-document batch into the same
+  four tensors per batch as ours (its incomplete tail is dropped, so it delivers slightly
+  fewer tokens; we report tokens/s). No DataLoader: it is a plain loop.
 
 "Warm" times iteration only, each loader over its prepared local copy: litdata's chunks, HF's
 Arrow cache, our decoded shards (PhaseStream decodes each zstd Parquet shard once, then
@@ -156,8 +157,9 @@ def bench_hf(dataset, seq_len: int, batch: int) -> tuple[int, float]:
         values = ids.values.to_numpy()
         documents = [values[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
         packed = pack_documents(documents, seq_len * batch, EOS)  # one row = one [b, L] batch, tail dropped
-        for row in packed.input_ids:
-            tokens += torch.from_numpy(row.reshape(batch, seq_len)).numel()
+        for row in range(len(packed.input_ids)):
+            item = {key: torch.from_numpy(value[row].reshape(batch, seq_len)) for key, value in vars(packed).items()}
+            tokens += item["input_ids"].numel()
     return tokens, time.perf_counter() - started
 
 

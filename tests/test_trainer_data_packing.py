@@ -65,10 +65,10 @@ def test_windows_pack_independently_and_may_start_inside_a_document():
     # window 0: doc 5 = [1 2] E, doc 6 = [3] E (5 tokens); window 1 starts inside doc 9: [7 8] E [9] (no EOS yet)
     pieces = [np.array([1, 2]), np.array([3]), np.array([7, 8]), np.array([9, 9])]
     packed = pack_pieces(pieces, np.array([5, 6, 9, 10]), np.array([True, True, True, False]), seq_len=2, eos_id=EOS, windows=2)
-    assert packed.input_ids.tolist() == [[1, 2], [0, 3], [7, 8], [0, 9]]
-    assert packed.targets.tolist() == [[2, 0], [M, 0], [8, 0], [M, 9]]
-    assert packed.doc_ids.tolist() == [[5, 5], [5, 6], [9, 9], [9, 10]]
-    assert packed.position_ids.tolist() == [[0, 1], [0, 0], [0, 1], [0, 0]]
+    assert packed.input_ids.tolist() == [[[1, 2], [0, 3]], [[7, 8], [0, 9]]]
+    assert packed.targets.tolist() == [[[2, 0], [M, 0]], [[8, 0], [M, 9]]]
+    assert packed.doc_ids.tolist() == [[[5, 5], [5, 6]], [[9, 9], [9, 10]]]
+    assert packed.position_ids.tolist() == [[[0, 1], [0, 0]], [[0, 1], [0, 0]]]
 
 
 def test_pieces_that_do_not_fill_whole_windows_raise():

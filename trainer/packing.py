@@ -27,7 +27,7 @@ IGNORE_INDEX = -100
 
 @dataclass(frozen=True)
 class PackedSequences:
-    """``n`` packed sequences; every array is int64 ``[n, seq_len]``."""
+    """Packed sequences; every array is int64 ``[n, seq_len]`` (``[windows, n, seq_len]`` from ``pack_pieces``)."""
 
     input_ids: np.ndarray
     targets: np.ndarray
@@ -43,11 +43,12 @@ def pack_pieces(
     eos_id: int,
     windows: int = 1,
 ) -> PackedSequences:
-    """Pack ``windows`` stream windows, each exactly ``n * seq_len + 1`` tokens, into ``windows * n`` sequences.
+    """Pack ``windows`` stream windows, each exactly ``n * seq_len + 1`` tokens, into ``[windows, n, seq_len]``.
 
     The windows are given as consecutive *pieces*: a piece is a run of one document's ids
     (``doc_ids[i]``), followed by an EOS where ``eos_after[i]``. Only a window's first piece
     may start inside a document (that is the sequence start, where positions reset anyway).
+    A window's inputs are a view of its stream tokens, so only the targets are copied.
     """
     doc_ids = np.asarray(doc_ids, dtype=np.int64)
     eos_after = np.asarray(eos_after, dtype=bool)
@@ -65,9 +66,9 @@ def pack_pieces(
     eos_at = (starts + lengths)[eos_after]
     stream[eos_at] = eos_id
 
-    shape = (windows * per_window, seq_len)
+    shape = (windows, per_window, seq_len)
     tokens = stream.reshape(windows, width)
-    input_ids = tokens[:, :-1].reshape(shape)
+    input_ids = tokens[:, :-1].reshape(shape)  # a view: rows of a window are consecutive
     targets = np.array(tokens[:, 1:]).reshape(shape)  # a copy: masking must not touch the inputs
     # An EOS that is an input predicts the next document's first token: mask that target.
     eos_window, eos_offset = np.divmod(eos_at, width)
@@ -110,4 +111,5 @@ def pack_documents(documents: Sequence[np.ndarray], seq_len: int, eos_id: int, f
     eos_after = np.ones(last + 1, dtype=bool)
     eos_after[-1] = keep > lengths[last]
     doc_ids = np.arange(first_doc, first_doc + last + 1)
-    return pack_pieces(pieces, doc_ids, eos_after, seq_len, eos_id)
+    packed = pack_pieces(pieces, doc_ids, eos_after, seq_len, eos_id)
+    return PackedSequences(packed.input_ids[0], packed.targets[0], packed.position_ids[0], packed.doc_ids[0])

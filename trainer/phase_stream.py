@@ -173,18 +173,17 @@ class PhaseStream(IterableDataset):
             )
             packed = self._pack(readers, first_sequences)
             for number, (step, micro_step) in enumerate(zip(steps.tolist(), micro_steps.tolist())):
-                rows = slice(number * self.micro_batch_size, (number + 1) * self.micro_batch_size)
                 yield {
-                    "input_ids": torch.from_numpy(packed.input_ids[rows]),
-                    "targets": torch.from_numpy(packed.targets[rows]),
-                    "position_ids": torch.from_numpy(packed.position_ids[rows]),
-                    "doc_ids": torch.from_numpy(packed.doc_ids[rows]),
+                    "input_ids": torch.from_numpy(packed.input_ids[number]),
+                    "targets": torch.from_numpy(packed.targets[number]),
+                    "position_ids": torch.from_numpy(packed.position_ids[number]),
+                    "doc_ids": torch.from_numpy(packed.doc_ids[number]),
                     "step": step,
                     "micro_step": micro_step,
                 }
 
     def _pack(self, readers: list[_ComponentReader], first_sequences: np.ndarray) -> PackedSequences:
-        """For each start, the ``micro_batch_size`` sequences from there, stacked in one array.
+        """For each start, the ``micro_batch_size`` sequences from there: ``[len(starts), micro_batch_size, seq_len]``.
 
         Each is a window of ``micro_batch_size * seq_len + 1`` stream tokens, cut into one piece
         per document it touches; a piece is a view into a memory-mapped decoded shard, so only the
