@@ -58,8 +58,18 @@ class _UnionFind:
 
 def shingle_set(text: str, ngram: int) -> np.ndarray:
     """Distinct shingle hashes of one (normalised) text, as MinHash saw them."""
-    batch = split_words([text])
-    return np.unique(ngram_hashes(batch.hashes, batch.offsets, ngram)[0])
+    return shingle_sets([text], ngram)[0]
+
+
+def shingle_sets(texts: list[str], ngram: int, batch_size: int = 256) -> list[np.ndarray]:
+    """Distinct shingle hashes of each text, computed a batch at a time."""
+    result = []
+    for start in range(0, len(texts), batch_size):
+        batch = split_words(texts[start : start + batch_size])
+        hashes, owners = ngram_hashes(batch.hashes, batch.offsets, ngram)
+        bounds = np.searchsorted(owners, np.arange(len(batch.offsets)))
+        result.extend(np.unique(hashes[bounds[i] : bounds[i + 1]]) for i in range(len(batch.offsets) - 1))
+    return result
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
@@ -82,12 +92,14 @@ def lsh_candidates(signatures: np.ndarray, members: np.ndarray, bands: int, rows
         order = np.argsort(key, kind="stable")
         sorted_keys = key[order]
         starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
-        ends = np.append(starts[1:], len(sorted_keys))
-        for start, end in zip(starts[ends - starts >= 2].tolist(), ends[ends - starts >= 2].tolist()):
-            pairs.append(_bucket_pairs(members[order[start:end]]))
-    if not pairs:
+        sizes = np.diff(np.append(starts, len(sorted_keys)))
+        twos = starts[sizes == 2]  # most buckets hold one pair: take them all at once
+        pairs.append(np.stack([members[order[twos]], members[order[twos + 1]]], axis=1))
+        for start, size in zip(starts[sizes > 2].tolist(), sizes[sizes > 2].tolist()):
+            pairs.append(_bucket_pairs(members[order[start : start + size]]))
+    stacked = np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
+    if len(stacked) == 0:
         return np.zeros((0, 2), dtype=np.int64)
-    stacked = np.concatenate(pairs)
     return np.unique(np.sort(stacked, axis=1), axis=0)
 
 
@@ -135,7 +147,7 @@ def _verified_pairs(
     if len(plausible) == 0:
         return []
     needed = np.unique(plausible)
-    shingles = {int(index): shingle_set(text, config.ngram) for index, text in zip(needed, load_texts(needed))}
+    shingles = dict(zip(needed.tolist(), shingle_sets(load_texts(needed), config.ngram)))
     return [
         (int(a), int(b)) for a, b in plausible.tolist() if jaccard(shingles[a], shingles[b]) >= config.jaccard_threshold
     ]
