@@ -201,4 +201,4 @@ def test_example_training_config_is_valid_and_fits_the_demo_mixture():
     demo_seq_lens = [int(line.split(":")[1]) for line in (repo / "examples" / "demo-mixture.yaml").read_text().splitlines()
                      if line.strip().startswith("seq_len:")]
     assert max(demo_seq_lens) == config.model.max_seq_len == 2048
-    assert config.accumulation_steps(world_size=1) == 4
+    assert config.accumulation_steps(world_size=1) == 2
