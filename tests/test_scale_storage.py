@@ -99,3 +99,26 @@ def test_unknown_scheme_or_missing_driver_is_a_user_error():
 def test_signed_url_is_none_where_the_store_cannot_sign(memory_root, tmp_path):
     assert storage.signed_url(f"{memory_root}/a.parquet") is None
     assert storage.signed_url(tmp_path / "a.parquet") is None
+
+
+def test_curation_reads_inputs_from_memory_and_file_urls(tmp_path, memory_root, default_models_dir, corpus_subset):
+    """The same corpus at a plain path, a file:// URL and a memory:// URL curates to one version."""
+    from pipelines.config import CurationConfig, LocalExecutor
+    from pipelines.curate import curate_corpus
+    from tests.conftest import make_data_dir
+
+    corpus = tmp_path / "small.jsonl"
+    corpus.write_bytes(b"".join(corpus_subset.read_bytes().splitlines(keepends=True)[::3]))
+    with storage.open_file(f"{memory_root}/small.jsonl", "wb") as handle:
+        handle.write(corpus.read_bytes())
+    locations = {"path": str(corpus), "file": f"file://{corpus}", "memory": f"{memory_root}/small.jsonl"}
+    results = {}
+    for name, location in locations.items():
+        data_dir = make_data_dir(tmp_path / name, default_models_dir)
+        manifest = curate_corpus(CurationConfig(inputs=[location], executor=LocalExecutor(tasks=1, workers=1)), data_dir)
+        parts = sorted((data_dir / "datasets" / manifest["version"] / "data").glob("*.parquet"))
+        results[name] = (manifest["version"], manifest["counts"], [storage.sha256(part) for part in parts])
+        assert manifest["inputs"][0]["sha256"] == storage.sha256(corpus)
+    assert results["file"] == results["path"]
+    assert results["memory"] == results["path"]
+    assert results["path"][1]["docs"] > 100
