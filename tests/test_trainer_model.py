@@ -202,3 +202,12 @@ def test_example_training_config_is_valid_and_fits_the_demo_mixture():
                      if line.strip().startswith("seq_len:")]
     assert max(demo_seq_lens) == config.model.max_seq_len == 2048
     assert config.accumulation_steps(world_size=1) == 2
+
+
+def test_manifest_phase_lr_segment_is_read_or_refused_with_the_fix():
+    from trainer.train import phase_segment
+
+    lr = {"warmup": 0.1, "stable": 0.8, "decay": 0.1, "shape": "cosine", "final_lr_ratio": 0.1}
+    assert phase_segment({"name": "stable", "lr": lr}) == LrSegment.wsd(0.1, 0.1, "cosine", 0.1)
+    with pytest.raises(MidmixError, match="phase 'anneal' of the mixture has an invalid lr segment"):
+        phase_segment({"name": "anneal", "lr": {"warmup": 0.5, "stable": 0.9, "decay": 0.0}})

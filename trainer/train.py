@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from pydantic import ValidationError
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
@@ -178,7 +179,7 @@ class Trainer:
                 f"of {seq_len} tokens; lower global_batch_size"
             )
         if len(self.phase_lrs) == index:
-            self.phase_lrs.append(PhaseLr(steps=steps, segment=config.lr or LrSegment(**phase["lr"])))
+            self.phase_lrs.append(PhaseLr(steps=steps, segment=config.lr or phase_segment(phase)))
         self.progress({"event": "phase_start", "phase": phase["name"], "steps": steps, "start_step": start})
         summary = self._train_steps(stream, phase, start, steps)
         summary["eval"] = evaluate(
@@ -368,6 +369,17 @@ def select_phases(manifest: dict, names: list[str] | None) -> list[dict]:
             f"mixture {manifest['version']} has no phase {', '.join(map(repr, unknown))}; its phases are {', '.join(known)}"
         )
     return [phase for phase in phases if phase["name"] in names]
+
+
+def phase_segment(phase: dict) -> LrSegment:
+    """The LR segment a manifest phase carries; a malformed one names the phase."""
+    try:
+        return LrSegment.model_validate(phase.get("lr") or {})
+    except ValidationError as error:
+        raise MidmixError(
+            f"phase {phase['name']!r} of the mixture has an invalid lr segment ({error.errors()[0]['msg']}); "
+            "set `lr:` in the training config to override it"
+        ) from error
 
 
 def phase_shards(phase: dict) -> list[dict]:
