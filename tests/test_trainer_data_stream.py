@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +212,12 @@ def test_input_ids_disagreeing_with_n_tokens_raise(tmp_path):
     stream = PhaseStream(bad, lambda e: tmp_path / "mix" / e["path"], SEQ_LEN, EOS, 2, 2, decoded_dir=tmp_path / "d")
     with pytest.raises(MidmixError, match="disagree with its n_tokens column"):
         _collect(stream)
+
+
+def test_a_damaged_decoded_copy_is_decoded_again(phase_dir, tmp_path):
+    expected = _cat(_collect(_stream(phase_dir, decoded_dir=tmp_path)))
+    for ids in tmp_path.glob("*.ids.npy"):
+        os.truncate(ids, ids.stat().st_size // 2)
+    again = _cat(_collect(_stream(phase_dir, decoded_dir=tmp_path)))
+    for key in KEYS:
+        assert torch.equal(again[key], expected[key]), key

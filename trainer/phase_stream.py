@@ -19,9 +19,7 @@ so paying it once matters. Shards before ``start_step`` are never decoded: resum
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import functools
-import os
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,6 +34,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from midmix.errors import MidmixError, NotFoundError
 from trainer.blend import blend_schedule
 from trainer.packing import PackedSequences, pack_pieces
+from trainer.shard_cache import decoded_shard
 
 DEFAULT_DECODED_DIR = Path(tempfile.gettempdir()) / "midmix-decoded"
 """Where decoded shards go unless ``decoded_dir`` is given (pass the shard cache's folder so
@@ -65,6 +64,8 @@ class PhaseStream(IterableDataset):
     Yields dicts with int64 tensors ``input_ids``, ``targets`` (-100 where masked),
     ``position_ids`` and ``doc_ids``, all ``[micro_batch_size, seq_len]``, plus ints
     ``step`` and ``micro_step``. Use ``DataLoader(stream, batch_size=None, num_workers=k)``.
+    ``decoded_dir`` keeps the decoded shards (default ``DEFAULT_DECODED_DIR``); give it a
+    folder inside the shard cache so the cache's byte cap covers them.
     """
 
     def __init__(
@@ -254,46 +255,9 @@ class _ComponentReader:
             path, sha256 = self._shards[shard]
             start, stop = self._shard_starts[shard], self._shard_starts[shard + 1]
             self._pending[shard] = self._pool.submit(
-                _decoded_shard, path, sha256, self._n_tokens[start:stop], self._decoded_dir, self._where
+                decoded_shard, path, sha256, self._n_tokens[start:stop], self._decoded_dir, self._where
             )
         return self._pending[shard]
-
-
-def _decoded_shard(
-    path: Path, sha256: str, n_tokens: np.ndarray, decoded_dir: Path, where: str = "shard"
-) -> tuple[np.ndarray, np.ndarray]:
-    """A shard's ``input_ids`` as (flat uint32 ids, int64 row offsets), memory-mapped.
-
-    Decoded once into ``decoded_dir/<sha256>.{ids,offsets}.npy`` under a file lock, so
-    concurrent workers and ranks decode it once; the ids file is renamed into place last and
-    marks a complete decode. Offsets are checked against the ``n_tokens`` column on every open.
-    """
-    decoded_dir.mkdir(parents=True, exist_ok=True)
-    ids_path, offsets_path = decoded_dir / f"{sha256}.ids.npy", decoded_dir / f"{sha256}.offsets.npy"
-    if not ids_path.exists():
-        with open(decoded_dir / f"{sha256}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not ids_path.exists():
-                _decode_to(path, offsets_path, ids_path)
-    offsets = np.load(offsets_path)
-    values = np.asarray(np.load(ids_path, mmap_mode="r"))  # a plain view: slicing a np.memmap is slow
-    if len(offsets) != len(n_tokens) + 1 or offsets[-1] != len(values) or not np.array_equal(np.diff(offsets), n_tokens):
-        ids_path.unlink(missing_ok=True)
-        raise MidmixError(
-            f"{where}: input_ids of {path} disagree with its n_tokens column; the shard is corrupt, "
-            "delete it from the cache and fetch it again"
-        )
-    return values, offsets
-
-
-def _decode_to(path: Path, offsets_path: Path, ids_path: Path) -> None:
-    column = pq.read_table(path, columns=["input_ids"]).column(0).combine_chunks()
-    offsets = column.offsets.to_numpy().astype(np.int64)
-    for target, array in ((offsets_path, offsets - offsets[0]), (ids_path, column.values.to_numpy()[offsets[0] : offsets[-1]])):
-        partial = target.with_name(f"{target.name}.{os.getpid()}.part")
-        with open(partial, "wb") as handle:
-            np.save(handle, np.ascontiguousarray(array))
-        os.replace(partial, target)
 
 
 @functools.cache

@@ -6,6 +6,10 @@ file that fails is deleted and fetched again, a bounded number of times. Version
 so a verified file stays valid; the manifest itself is cached on disk and a restarted run needs
 the service only for files it does not have yet.
 
+``decoded_shard`` keeps a second, uncompressed copy of a shard's token ids for the training
+stream: decoding zstd Parquet lists costs more than all the rest of the data loading, so it is
+done once per shard, shared by every DataLoader worker, rank and later run on the machine.
+
 Files handed out by ``local_path`` are *in use* until ``release``: eviction (least recently
 used first, by file mtime so concurrent processes on one cache agree) never touches them, and
 ``prefetch`` only fills free room, so it never pushes out what the run is reading or about to.
@@ -13,6 +17,7 @@ used first, by file mtime so concurrent processes on one cache agree) never touc
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -21,6 +26,9 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Protocol
+
+import numpy as np
+import pyarrow.parquet as pq
 
 from midmix.errors import MidmixError
 from midmix.hashing import sha256_file
@@ -187,3 +195,54 @@ class ShardCache:
 
 class _NoRoom(Exception):
     """Prefetch stops: the next file fits only by evicting files in use or prefetched."""
+
+
+def decoded_shard(
+    path: Path, sha256: str, n_tokens: np.ndarray, decoded_dir: Path, where: str = "shard"
+) -> tuple[np.ndarray, np.ndarray]:
+    """A shard's ``input_ids`` as (flat uint32 ids, memory-mapped; int64 row offsets).
+
+    Kept in ``decoded_dir/<sha256>.{ids,offsets}.npy``, named by content so any run may reuse
+    them, and decoded under a file lock so concurrent workers and ranks decode a shard once.
+    The offsets are checked against the shard's ``n_tokens`` on every open; a bad decoded copy
+    is decoded again once, a shard that still disagrees raises.
+    """
+    decoded_dir.mkdir(parents=True, exist_ok=True)
+    ids_path, offsets_path = decoded_dir / f"{sha256}.ids.npy", decoded_dir / f"{sha256}.offsets.npy"
+    for attempt in range(2):
+        if attempt or not ids_path.exists():
+            with open(decoded_dir / f"{sha256}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if attempt or not ids_path.exists():
+                    _decode(path, offsets_path, ids_path)
+        decoded = _load_decoded(ids_path, offsets_path, n_tokens)
+        if decoded is not None:
+            return decoded
+    ids_path.unlink(missing_ok=True)
+    raise MidmixError(
+        f"{where}: input_ids of {path} disagree with its n_tokens column; the shard is corrupt, "
+        "delete it from the cache and fetch it again"
+    )
+
+
+def _load_decoded(ids_path: Path, offsets_path: Path, n_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The decoded arrays if readable and consistent with ``n_tokens``, else None."""
+    try:
+        offsets = np.load(offsets_path)
+        ids = np.asarray(np.load(ids_path, mmap_mode="r"))  # a plain view: slicing a np.memmap is slow
+    except (OSError, ValueError):
+        return None
+    consistent = len(offsets) == len(n_tokens) + 1 and offsets[-1] == len(ids)
+    return (ids, offsets) if consistent and np.array_equal(np.diff(offsets), n_tokens) else None
+
+
+def _decode(path: Path, offsets_path: Path, ids_path: Path) -> None:
+    """Write the shard's ids and offsets as .npy files; the ids file lands last (it marks completion)."""
+    column = pq.read_table(path, columns=["input_ids"]).column(0).combine_chunks()
+    offsets = column.offsets.to_numpy().astype(np.int64)
+    ids = column.values.to_numpy()[offsets[0] : offsets[-1]]
+    for target, array in ((offsets_path, offsets - offsets[0]), (ids_path, ids)):
+        partial = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.part")
+        with open(partial, "wb") as handle:
+            np.save(handle, np.ascontiguousarray(array))
+        os.replace(partial, target)
