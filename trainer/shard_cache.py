@@ -158,19 +158,16 @@ class ShardCache:
     def _make_room(self, incoming: int, target: Path, evict_prefetched: bool) -> None:
         """Evict least recently used files not in use until ``incoming`` bytes fit under the cap."""
         with self._lock:
-            files = sorted(
-                (p for p in self.cache_dir.rglob("*") if p.is_file() and p.name != _MANIFEST and p.suffix != ".part"),
-                key=lambda p: p.stat().st_mtime_ns,
-            )
-            used = sum(p.stat().st_size for p in files)
+            files = sorted(self._cached_files(), key=lambda item: item[2])
+            used = sum(size for _, size, _ in files)
             protected = self._in_use | ({target} if evict_prefetched else self._prefetched | {target})
-            for candidate in files:
+            for candidate, size, _ in files:
                 if used + incoming <= self.max_bytes:
                     return
                 if candidate in protected:
                     continue
-                used -= candidate.stat().st_size
-                candidate.unlink()
+                used -= size
+                candidate.unlink(missing_ok=True)
                 self._verified.discard(candidate)
                 self._prefetched.discard(candidate)
             if used + incoming <= self.max_bytes:
@@ -181,6 +178,20 @@ class ShardCache:
                 "cache %s holds %d bytes in use; %s (%d bytes) goes over max_bytes %d",
                 self.cache_dir, used, target.name, incoming, self.max_bytes,
             )
+
+    def _cached_files(self) -> list[tuple[Path, int, int]]:
+        """(path, bytes, mtime) of every finished file in the cache; other processes may be changing it."""
+        found = []
+        for path in self.cache_dir.rglob("*"):
+            if path.name == _MANIFEST or path.suffix == ".part":
+                continue
+            try:
+                status = path.stat()
+            except FileNotFoundError:
+                continue
+            if path.is_file():
+                found.append((path, status.st_size, status.st_mtime_ns))
+        return found
 
     def _path_of(self, entry: dict) -> Path:
         relative = PurePosixPath(entry["path"])
