@@ -5,9 +5,10 @@ furthest behind its target (``argmax weight * (i + 1) - count``). A Python loop 
 positions takes seconds, so we compute the same idea in closed form: component ``c``'s
 ``k``-th document is *due* at position ``(k + 1/2) / w_c`` (where the greedy rule finds it
 half a document behind), and the schedule is all components' documents merged by due
-position, ties to the lower component index. For two components this is the greedy rule
-itself; for any mix, each component's count in any prefix stays within half a document of
-``w_c * prefix`` plus rounding, so every window holds the target ratio.
+position, ties to the lower component index. For two components its running counts stay
+within one document of the greedy loop's; any 1,000-document window of a 70/30 or 5:4:3:2:1
+mix is within one document of target (both tested). With many components of arbitrary
+weights a window can be off by up to about two documents, as with the greedy loop (about 1.5).
 
 Due positions are compared in exact integer arithmetic (weights as integers ``r_c``: the
 document ``k`` of ``c`` is due before document ``j`` of ``d`` iff ``(2k+1) r_d < (2j+1) r_c``),
