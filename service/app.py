@@ -47,7 +47,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.state.settings = settings
     app.state.versions = VersionStore(data_dir)
     app.state.jobs = JobStore(data_dir / "jobs")
-    for module in (meta, datasets, mixtures, shards, jobs):
+    # Shards first: FastAPI matches routes in order and shard downloads are the hot path.
+    for module in (shards, mixtures, datasets, jobs, meta):
         app.include_router(module.router)
     app.add_exception_handler(MidmixError, _midmix_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

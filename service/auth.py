@@ -1,4 +1,7 @@
-"""Bearer-token auth as FastAPI dependencies: reads open unless read tokens are set, writes gated."""
+"""Bearer-token auth as FastAPI dependencies: reads open unless read tokens are set, writes gated.
+
+The checks are async (they do no I/O) so FastAPI does not hop to its thread pool for them.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ def _settings(request: Request) -> ServiceSettings:
     return request.app.state.settings
 
 
-def require_read(
+async def require_read(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
 ) -> None:
     """Allow the request if reads are open or it carries a read or write token."""
@@ -40,7 +43,7 @@ def require_read(
                             headers={"WWW-Authenticate": "Bearer"})
 
 
-def require_write(
+async def require_write(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
 ) -> None:
     """Allow the request if writes are open or it carries a write token."""

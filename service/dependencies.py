@@ -1,4 +1,7 @@
-"""FastAPI dependencies giving routes the service's shared objects."""
+"""FastAPI dependencies giving routes the service's shared objects.
+
+Async because FastAPI runs sync dependencies in its thread pool: a thread hop per request.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +12,16 @@ from service.settings import ServiceSettings
 from service.versions import VersionStore
 
 
-def settings(request: Request) -> ServiceSettings:
+async def settings(request: Request) -> ServiceSettings:
     """The service settings."""
     return request.app.state.settings
 
 
-def versions(request: Request) -> VersionStore:
+async def versions(request: Request) -> VersionStore:
     """Published datasets and mixtures."""
     return request.app.state.versions
 
 
-def jobs(request: Request) -> JobStore:
+async def jobs(request: Request) -> JobStore:
     """Job records."""
     return request.app.state.jobs

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
 from fastapi import Request, Response
 from starlette.responses import FileResponse
 
@@ -10,10 +14,41 @@ from service.versions import ServedFile
 _IMMUTABLE = "public, max-age=31536000, immutable"
 
 
+class _PageCacheFile:
+    """Just enough of anyio's AsyncFile for FileResponse, reading with plain ``os.pread``.
+
+    Served files are immutable shards that are usually in the page cache; a 1 MiB read from
+    it takes microseconds, far less than the thread hop anyio pays for every chunk.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self._fd = os.open(path, os.O_RDONLY)
+        self._offset = 0
+
+    async def seek(self, offset: int) -> None:
+        self._offset = offset
+
+    async def read(self, size: int) -> bytes:
+        chunk = os.pread(self._fd, size, self._offset)
+        self._offset += len(chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        os.close(self._fd)
+
+
 class ShardResponse(FileResponse):
-    """A file response reading 1 MiB at a time: Starlette's 64 KiB default costs a thread hop per chunk."""
+    """Starlette's FileResponse (Range, If-Range, 416, HEAD) reading 1 MiB chunks without threads."""
 
     chunk_size = 1 << 20
+
+    @asynccontextmanager
+    async def _open_file(self) -> AsyncIterator[_PageCacheFile]:
+        file = _PageCacheFile(self.path)
+        try:
+            yield file
+        finally:
+            await file.aclose()
 
 
 def not_modified(request: Request, etag: str) -> bool:
@@ -30,7 +65,8 @@ def file_response(request: Request, served: ServedFile, media_type: str) -> Resp
     etag = f'"{served.sha256}"'
     if not_modified(request, etag):
         return Response(status_code=304, headers={"etag": etag, "cache-control": _IMMUTABLE})
-    return ShardResponse(served.path, media_type=media_type, headers={"etag": etag, "cache-control": _IMMUTABLE})
+    return ShardResponse(served.path, media_type=media_type, stat_result=served.stat,
+                         headers={"etag": etag, "cache-control": _IMMUTABLE})
 
 
 def json_bytes_response(request: Request, body: bytes, etag: str) -> Response:

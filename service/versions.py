@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+from stat import S_ISREG
 from dataclasses import dataclass
 from pathlib import Path
 from threading import Lock
@@ -28,7 +29,7 @@ class ServedFile:
 
     path: Path
     sha256: str
-    size: int
+    stat: os.stat_result
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class VersionStore:
         self.data_dir = data_dir.resolve()
         self._cache: dict[Path, tuple[tuple[int, int, int], CachedManifest]] = {}
         self._derived: dict[tuple[str, str, str], dict] = {}
+        self._resolved: dict[tuple[str, str, str], Path | None] = {}
         self._lock = Lock()
 
     def manifest(self, kind: str, version: str) -> CachedManifest:
@@ -105,12 +107,24 @@ class VersionStore:
             raise NotFoundError(
                 f"mixture {version} lists no file {relative!r}; see its manifest for shard, eval and tokenizer paths"
             )
+        path = self._contained(version, relative, cached.etag)
+        stat = path.stat() if path is not None and path.exists() else None
+        if stat is None or not S_ISREG(stat.st_mode):
+            raise NotFoundError(f"mixture {version} has no servable file {relative!r}")
+        return ServedFile(path=path, sha256=sha256, stat=stat)
+
+    def _contained(self, version: str, relative: str, etag: str) -> Path | None:
+        """The resolved path of a listed file, or None if symlinks or '..' lead outside the version."""
+        key = (version, relative, etag)
+        with self._lock:
+            if key in self._resolved:
+                return self._resolved[key]
         root = self.version_dir("mixtures", version).resolve()
         path = (root / relative).resolve()
-        # Symlinks or '..' in a manifest entry must never reach outside the version.
-        if not path.is_relative_to(root) or not path.is_file():
-            raise NotFoundError(f"mixture {version} has no servable file {relative!r}")
-        return ServedFile(path=path, sha256=sha256, size=path.stat().st_size)
+        contained = path if path.is_relative_to(root) else None
+        with self._lock:
+            self._resolved[key] = contained
+        return contained
 
     def _missing(self, kind: str, version: str) -> str:
         noun = "dataset" if kind == "datasets" else "mixture"

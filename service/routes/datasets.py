@@ -35,7 +35,7 @@ def list_datasets(versions: VersionStore = Depends(dependencies.versions)) -> li
     response_class=Response,
     responses={200: {"content": {"application/json": {}}, "description": "the dataset manifest"}},
 )
-def dataset(version: str, request: Request, versions: VersionStore = Depends(dependencies.versions)) -> Response:
+async def dataset(version: str, request: Request, versions: VersionStore = Depends(dependencies.versions)) -> Response:
     """One dataset's manifest: steps, counts, tokens by domain/lang/source, quality histograms."""
     cached = versions.manifest("datasets", version)
     return json_bytes_response(request, cached.body, cached.etag)

@@ -16,13 +16,13 @@ router = APIRouter(tags=["service"])
 
 
 @router.get("/health")
-def health() -> Health:
+async def health() -> Health:
     """Liveness probe; needs no token."""
     return Health(status="ok")
 
 
 @router.get("/version")
-def version() -> VersionInfo:
+async def version() -> VersionInfo:
     """The code version that builds versions here (part of every version hash)."""
     return VersionInfo(version=__version__)
 

@@ -49,7 +49,7 @@ def list_mixtures(versions: VersionStore = Depends(dependencies.versions)) -> li
     response_class=Response,
     responses={200: {"content": {"application/json": {}}, "description": "the mixture manifest"}},
 )
-def manifest(version: str, request: Request, versions: VersionStore = Depends(dependencies.versions)) -> Response:
+async def manifest(version: str, request: Request, versions: VersionStore = Depends(dependencies.versions)) -> Response:
     """One mixture version's manifest, as the trainer reads it."""
     cached = versions.manifest("mixtures", version)
     return json_bytes_response(request, cached.body, cached.etag)

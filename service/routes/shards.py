@@ -34,25 +34,26 @@ def phase_shards(manifest: dict, version: str, phase: str) -> list[ShardEntry]:
 
 
 @router.get("/phases/{phase}/shards")
-def list_shards(version: str, phase: str, versions: VersionStore = Depends(dependencies.versions)) -> list[ShardEntry]:
+async def list_shards(version: str, phase: str, versions: VersionStore = Depends(dependencies.versions)) -> list[ShardEntry]:
     """Each shard of a phase with path, sha256, bytes, rows, tokens and component."""
     return phase_shards(versions.manifest("mixtures", version).data, version, phase)
 
 
 @router.get("/phases/{phase}/shards/{name}", response_class=Response, responses=_BYTES)
 @router.head("/phases/{phase}/shards/{name}", response_class=Response, responses=_BYTES)
-def shard(version: str, phase: str, name: str, request: Request,
+async def shard(version: str, phase: str, name: str, request: Request,
           versions: VersionStore = Depends(dependencies.versions)) -> Response:
     """One shard's bytes; supports Range, If-Range and If-None-Match (ETag is its sha256)."""
-    for entry in phase_shards(versions.manifest("mixtures", version).data, version, phase):
-        if entry.name == name:
-            return file_response(request, versions.servable_file(version, entry.path), _PARQUET)
+    relative = f"phases/{phase}/{name}"
+    if relative in versions.manifest("mixtures", version).files:
+        return file_response(request, versions.servable_file(version, relative), _PARQUET)
+    phase_shards(versions.manifest("mixtures", version).data, version, phase)  # names the phases if unknown
     raise NotFoundError(f"phase {phase!r} of mixture {version} has no shard {name!r}; list them with GET .../shards")
 
 
 @router.get("/files/{path:path}", response_class=Response, responses=_BYTES)
 @router.head("/files/{path:path}", response_class=Response, responses=_BYTES)
-def version_file(version: str, path: str, request: Request,
+async def version_file(version: str, path: str, request: Request,
                  versions: VersionStore = Depends(dependencies.versions)) -> Response:
     """Any file the manifest lists (phase or eval shards, tokenizer.json), same headers as shards."""
     media_type = _PARQUET if path.endswith(".parquet") else "application/json"
