@@ -120,3 +120,9 @@ def test_manifest_and_cached_files_need_no_service(served, client, tmp_path):
 def test_paths_escaping_the_version_are_refused(client, tmp_path):
     with pytest.raises(MidmixError, match="must be relative and inside the version"):
         _cache(client, tmp_path).local_path({"path": "../other/x.parquet", "sha256": "0", "bytes": 1})
+
+
+def test_close_stops_prefetch_before_the_next_file(served, client, tmp_path):
+    cache = _cache(client, tmp_path)
+    cache.close()
+    assert cache.prefetch(_shards(served[1])).result(timeout=60) == []

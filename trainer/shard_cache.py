@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
@@ -63,7 +63,7 @@ class ShardCache:
         self._verified: set[Path] = set()
         self._in_use: set[Path] = set()
         self._prefetched: set[Path] = set()
-        self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="midmix-prefetch")
+        self._closing = threading.Event()
 
     def manifest(self) -> dict:
         """The version's manifest, from disk when cached (versions never change), else the service."""
@@ -95,17 +95,30 @@ class ShardCache:
         """Download ``entries`` in order in a background thread while there is free room.
 
         Returns a Future of the paths fetched; a failure is logged and left for ``local_path``
-        to retry and report, so a flaky prefetch never kills a run.
+        to retry and report, so a flaky prefetch never kills a run. The thread is a daemon, so
+        it never holds up the end of a run (the client resumes a cut download next time).
         """
-        return self._prefetcher.submit(self._prefetch, list(entries))
+        future: Future = Future()
+        wanted = list(entries)
+
+        def run() -> None:
+            try:
+                future.set_result(self._prefetch(wanted))
+            except Exception as error:  # noqa: BLE001 - handed to the caller through the Future
+                future.set_exception(error)
+
+        threading.Thread(target=run, name="midmix-prefetch", daemon=True).start()
+        return future
 
     def close(self) -> None:
-        """Stop prefetching (after the file being downloaded)."""
-        self._prefetcher.shutdown(wait=True, cancel_futures=True)
+        """Stop prefetching after the file being downloaded now."""
+        self._closing.set()
 
     def _prefetch(self, entries: list[dict]) -> list[Path]:
         fetched = []
         for entry in entries:
+            if self._closing.is_set():
+                break
             try:
                 path = self._fetch(entry, evict_prefetched=False)
             except _NoRoom:
