@@ -82,20 +82,20 @@ def _work_with_models(tmp_path: Path, default_models_dir: Path) -> Path:
 def test_bench_curation_measures_ours_and_stock(tmp_path, default_models_dir):
     work = _work_with_models(tmp_path, default_models_dir)
     command = [sys.executable, str(BENCH / "bench_curation.py"), "--sizes", str(TINY), "--stock-sizes", str(TINY), "--work", str(work)]
-    output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120).stdout
+    output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600).stdout
     rows = json.loads((work / f"curation-results-{TINY}.json").read_text())
     assert [(row["pipeline"], row["docs"]) for row in rows] == [("ours", TINY), ("stock", TINY)]
     for row in rows:
         assert 0 < row["docs_out"] < TINY  # both filter and dedup something
         assert row["cpu_s"] > 0 and row["peak_rss_mb"] > 0
-        assert row["docs_per_cpu_s"] == round(TINY / row["cpu_s"], 1)
+        assert row["docs_per_cpu_s"] == pytest.approx(TINY / row["cpu_s"], rel=0.02)  # cpu_s is rounded to 0.01
     assert f"ratio ours/stock at {TINY}:" in output
 
 
 def test_bench_dedup_finds_every_planted_exact_duplicate(tmp_path, default_models_dir):
     work = _work_with_models(tmp_path, default_models_dir)
     command = [sys.executable, str(BENCH / "bench_dedup.py"), "--docs", str(TINY), "--work", str(work), "--skip-stock"]
-    subprocess.run(command, capture_output=True, text=True, check=True, timeout=120)
+    subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
     ours = json.loads((work / f"dedup-results-{TINY}.json").read_text())["ours"]
     assert ours["docs"] == TINY
     assert ours["exact_recall"] == 1.0
