@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,7 +37,7 @@ from trainer.blend import blend_schedule
 from trainer.packing import PackedSequences, pack_pieces
 from trainer.shard_cache import decoded_shard
 
-DEFAULT_DECODED_DIR = Path(tempfile.gettempdir()) / "midmix-decoded"
+DEFAULT_DECODED_DIR = Path(tempfile.gettempdir()) / f"midmix-decoded-{os.getuid()}"
 """Where decoded shards go unless ``decoded_dir`` is given (pass the shard cache's folder so
 its byte cap covers them)."""
 
