@@ -10,6 +10,9 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+import signal
+import subprocess
+import sys
 import socket
 import threading
 import time
@@ -275,3 +278,33 @@ def test_checkpoint_of_another_run_is_refused(served, uninterrupted, tmp_path):
     shutil.copytree(full_dir / "ckpt", run_dir / "ckpt")
     with pytest.raises(MidmixError, match="belong to a run with other peak_lr"):
         train(run_config(served.url, run_dir, peak_lr=1e-3))
+
+
+def test_sigterm_checkpoints_after_the_current_step_and_resume_finishes_the_same(served, tmp_path):
+    stopped_dir, full_dir = tmp_path / "stopped", tmp_path / "full"
+    overrides = {"phases": ["stable"], "max_steps_per_phase": 30}
+    stopped = run_config(served.url, stopped_dir, **overrides, checkpoint={"dir": stopped_dir / "ckpt"})
+    full = run_config(served.url, full_dir, **overrides, checkpoint={"dir": full_dir / "ckpt"})
+    (stopped_dir / "out").mkdir(parents=True)
+    config_path = stopped_dir / "train.json"
+    # DataLoader workers in the stopped run: forked workers must not swallow SIGTERM themselves.
+    config_path.write_text(stopped.model_copy(update={"num_workers": 2}).model_dump_json(), encoding="utf-8")
+    repo = Path(__file__).resolve().parents[1]
+    process = subprocess.Popen([sys.executable, "-m", "midmix", "train", str(config_path)], cwd=repo,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = stopped_dir / "out" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while len(read_metrics(metrics)) < 3 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2 and "stopped by SIGTERM after step" in stderr, stderr[-2000:]
+    done = len(step_records(stopped_dir))
+    assert 3 <= done < 30
+    assert [path.name for path in list_checkpoints(stopped_dir / "ckpt")] == [f"step-{done:08d}.pt"]
+
+    train(stopped)
+    train(full)
+    assert without_timings(stopped_dir) == without_timings(full_dir)
+    expected, got = final_params(full_dir), final_params(stopped_dir)
+    assert all(torch.equal(expected[name], got[name]) for name in expected)

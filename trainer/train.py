@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +75,42 @@ class Position:
     tokens: int = 0
 
 
+class TrainingStopped(MidmixError):
+    """The run stopped early on request (SIGTERM, e.g. preemption) after checkpointing."""
+
+
+class StopOnSigterm:
+    """While active, SIGTERM only sets ``requested``: the loop checkpoints after the current step and stops.
+
+    Schedulers preempt with SIGTERM; dying mid-step would lose everything since the last
+    periodic checkpoint. Signals can be caught only in the main thread, so elsewhere it does
+    nothing; forked DataLoader workers inherit the handler and still die on SIGTERM.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._pid = os.getpid()
+        self._previous: Any = signal.SIG_DFL
+        self._installed = False
+
+    def __enter__(self) -> "StopOnSigterm":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._request)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
+
+    def _request(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._pid:  # a forked worker: behave as if no handler were installed
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        self.requested = True
+
+
 class _ResolvedShards:
     """Shard entry -> local file, resolved in the main process so DataLoader workers only read."""
 
@@ -90,7 +128,8 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> dict
         # Small models on shared CPUs run many times faster without intra-op thread contention.
         torch.set_num_threads(config.cpu_threads)
     try:
-        return Trainer(config, runtime, progress or (lambda event: None)).run()
+        with StopOnSigterm() as stop:
+            return Trainer(config, runtime, progress or (lambda event: None), stop).run()
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -116,10 +155,10 @@ def start_runtime(device: str) -> Runtime:
 class Trainer:
     """One run: every component built from the config in ``__init__``, trained phase by phase in ``run``."""
 
-    def __init__(self, config: TrainConfig, runtime: Runtime, progress: ProgressCallback):
+    def __init__(self, config: TrainConfig, runtime: Runtime, progress: ProgressCallback, stop: "StopOnSigterm"):
         if config.mixture is None:
             raise MidmixError("no mixture version to train on; set `mixture:` in the config or pass --mixture")
-        self.config, self.runtime, self.progress = config, runtime, progress
+        self.config, self.runtime, self.progress, self.stop = config, runtime, progress, stop
         self.accumulation = config.accumulation_steps(runtime.world_size)
         client = MidmixClient(config.service.url, config.service.token, retries=config.service.retries)
         self.cache = ShardCache(client, config.mixture, config.cache_dir, config.cache.max_bytes)
@@ -225,6 +264,12 @@ class Trainer:
             if self.metrics is not None:
                 self.metrics.write(record)
             self.progress({"event": "step", **record, "steps": steps})
+            if self._stop_requested():
+                self._save()
+                raise TrainingStopped(
+                    f"stopped by SIGTERM after step {position.global_step}; the checkpoint in "
+                    f"{config.checkpoint_dir} holds it: run the same command to resume"
+                )
             every = config.checkpoint.every
             if every and position.global_step % every == 0 and step + 1 < steps:  # phase ends save anyway
                 self._save()
@@ -235,6 +280,11 @@ class Trainer:
             "data_wait_s": wait_total, "step_s": step_total,
             "data_wait_fraction": wait_total / step_total if step_total else 0.0,
         }
+
+    def _stop_requested(self) -> bool:
+        """Whether any rank got SIGTERM; agreed over ranks so they all stop after the same step."""
+        flag = torch.tensor(float(self.stop.requested), dtype=torch.float64)
+        return bool(_all_reduce_sum(flag, self.runtime).item()) if self.runtime.world_size > 1 else self.stop.requested
 
     def _fingerprint(self) -> dict[str, Any]:
         """What must not change between a checkpoint and its resume (world size and workers may)."""
