@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import shutil
 import signal
 import subprocess
@@ -308,3 +309,12 @@ def test_sigterm_checkpoints_after_the_current_step_and_resume_finishes_the_same
     assert without_timings(stopped_dir) == without_timings(full_dir)
     expected, got = final_params(full_dir), final_params(stopped_dir)
     assert all(torch.equal(expected[name], got[name]) for name in expected)
+
+
+def test_bf16_autocast_path_trains_with_fp32_weights(served, tmp_path):
+    # The CUDA path (precision auto on a GPU) runs the same code under autocast; here on CPU.
+    summary = train(run_config(served.url, tmp_path / "run", phases=["stable"], max_steps_per_phase=8, precision="bf16"))
+    losses = [record["loss"] for record in step_records(tmp_path / "run")]
+    assert all(math.isfinite(loss) for loss in losses) and losses[-1] < losses[0]
+    assert all(math.isfinite(value) for value in summary["phases"][0]["eval"].values())
+    assert {tensor.dtype for tensor in final_params(tmp_path / "run").values()} == {torch.float32}

@@ -68,6 +68,9 @@ class TrainConfig(BaseModel):
     checkpoint: CheckpointConfig = CheckpointConfig()
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto", description="auto: bf16 autocast on CUDA, fp32 on CPU (exact, reproducible)"
+    )
     cpu_threads: int | None = Field(default=None, ge=1, description="torch threads on CPU; None: torch's default")
     out_dir: Path = Path("train-out")
 

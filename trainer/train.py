@@ -53,15 +53,16 @@ class Runtime:
     rank: int
     world_size: int
     device: torch.device
+    bf16: bool = False
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast on CUDA; plain fp32 on CPU, where results are exact and reproducible."""
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        """bf16 autocast (weights and optimizer stay fp32), or plain fp32, exact and reproducible."""
+        if self.bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
 
@@ -123,7 +124,7 @@ class _ResolvedShards:
 
 def train(config: TrainConfig, progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Train on the configured mixture; returns a summary (per-phase loss, eval loss, shares, data wait)."""
-    runtime = start_runtime(config.device)
+    runtime = start_runtime(config.device, config.precision)
     if config.cpu_threads is not None:
         # Small models on shared CPUs run many times faster without intra-op thread contention.
         torch.set_num_threads(config.cpu_threads)
@@ -135,8 +136,8 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> dict
             dist.destroy_process_group()
 
 
-def start_runtime(device: str) -> Runtime:
-    """Join the torchrun process group when WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU) and pick the device."""
+def start_runtime(device: str, precision: str = "auto") -> Runtime:
+    """Join the torchrun process group when WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU); pick device and precision."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -149,7 +150,8 @@ def start_runtime(device: str) -> Runtime:
         torch.cuda.set_device(torch_device)
     if world_size > 1:
         dist.init_process_group("nccl" if torch_device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
-    return Runtime(rank=rank, world_size=world_size, device=torch_device)
+    bf16 = precision == "bf16" or (precision == "auto" and torch_device.type == "cuda")
+    return Runtime(rank=rank, world_size=world_size, device=torch_device, bf16=bf16)
 
 
 class Trainer:
