@@ -171,7 +171,7 @@ def stage_one_pipeline(
         QualityScorer(plan.quality, config.quality.primary, config.quality.min_score, config.quality.max_chars, size),
         TokenCounter(config.tokenizer, size),
         DedupSignature(config.dedup.ngram, config.dedup.num_bands * config.dedup.rows_per_band, size),
-        IntermediateWriter(str(intermediate_dir), progress),
+        IntermediateWriter(str(intermediate_dir), len(plan.units), progress),
     ]
     return steps
 

@@ -116,9 +116,10 @@ class IntermediateWriter(PipelineStep):
     name = "intermediate"
     type = "💽 - WRITER"
 
-    def __init__(self, folder: str, progress: Callable[[str, int, int | None], None] | None = None):
+    def __init__(self, folder: str, n_units: int, progress: Callable[[str, int, int | None], None] | None = None):
         super().__init__()
         self.folder = folder
+        self.n_units = n_units
         self.progress = progress
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
@@ -138,6 +139,9 @@ class IntermediateWriter(PipelineStep):
                 self.progress("annotate", done, None)
         if writer is not None:
             writer.close()
+        for empty_unit in range(rank, self.n_units, world_size):  # inputs without a single record
+            if not unit_file(self.folder, empty_unit).exists():
+                _UnitWriter(unit_file(self.folder, empty_unit)).close()
         if self.progress is not None:
             self.progress("annotate", done, None)
         return

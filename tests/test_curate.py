@@ -171,6 +171,8 @@ def test_task_count_changes_neither_version_nor_bytes(tmp_path, default_models_d
         path = tmp_path / f"part{index}.jsonl"
         path.write_text("\n".join(lines[index::3]) + "\n", encoding="utf-8")
         inputs.append(str(path))
+    (tmp_path / "part3.jsonl").write_text("")  # an empty input file is read as zero documents
+    inputs.append(str(tmp_path / "part3.jsonl"))
     results = []
     for tasks in (1, 2):
         data_dir = make_data_dir(tmp_path / f"data{tasks}", default_models_dir)
