@@ -1,8 +1,9 @@
 """Data-parallel training under torchrun (2 ranks, gloo, loopback) and resume on another world size.
 
 Each rank trains on its slice of every global batch; the loss is the token mean of the whole
-global batch, so a 2-rank run follows the 1-process run step for step (up to float summation
-order), and a checkpoint written by 2 ranks resumes in 1 process onto the same batches.
+global batch, so a 2-rank run (2 micro-batches of 2 per rank) follows the 1-process run (2
+micro-batches of 4) step for step, up to float summation order, and a checkpoint written by 2
+ranks resumes in 1 process onto the same batches.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def write_config(run_dir: Path, url: str, **overrides) -> Path:
 @pytest.fixture(scope="module")
 def two_ranks(served, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("ddp") / "two"
-    result = torchrun(write_config(run_dir, served.url, num_workers=1), nproc=2)
+    # 8 sequences per step = 2 ranks x 2 micro-batches of 2: gradient accumulation under no_sync.
+    result = torchrun(write_config(run_dir, served.url, num_workers=1, micro_batch_size=2), nproc=2)
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir, result
 
