@@ -4,6 +4,9 @@ One file per checkpoint, ``step-00000012.pt``, written to a temporary name in th
 fsynced and renamed, so a run killed mid-write leaves the previous checkpoint intact. The data
 position is the phase and the next global step within it: the phase stream's order depends on the
 manifest alone, so that small dict is all a resume (even with another world size) needs.
+
+Rank 0 writes; every rank reads the newest file on resume, so a multi-node run needs the
+checkpoint directory on a filesystem all nodes share.
 """
 
 from __future__ import annotations
