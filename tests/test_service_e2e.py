@@ -102,6 +102,22 @@ def test_build_job_publishes_the_local_version_and_every_shard_downloads_intact(
     assert sha256_file(e2e.client.download(version, math_eval["path"], tmp_path / "eval-math.parquet")) == math_eval["sha256"]
 
 
+def test_plan_is_a_dry_run_matching_the_build(e2e: EndToEnd) -> None:
+    plan = e2e.client.plan(SPEC)
+    manifest = e2e.client.manifest(e2e.build["result"])
+    assert [phase["name"] for phase in plan["phases"]] == [phase["name"] for phase in manifest["phases"]]
+    assert [m["version"] for m in e2e.client.mixtures()] == [e2e.build["result"]]
+
+
+def test_diff_of_a_version_with_itself_changes_nothing(e2e: EndToEnd) -> None:
+    version = e2e.build["result"]
+    diff = e2e.client.diff(version, version)
+    assert (diff["a"], diff["b"]) == (version, version)
+    assert [(phase["name"], phase["tokens_delta"]) for phase in diff["phases"]] == [
+        ("stable", 0), ("anneal", 0), ("long-context", 0)
+    ]
+
+
 def _chrome():
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
         pytest.skip("headless browser test needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")

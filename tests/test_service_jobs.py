@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from midmix.errors import ConflictError
-from midmix.hashing import sha256_file
 from pipelines.catalog import Catalog
 from pipelines.mixture.build import mixture_version
 from pipelines.mixture.shards import TEST_SLOW_ENV
@@ -20,7 +19,7 @@ from pipelines.mixture.spec import MixtureSpec
 from service.client import MidmixClient
 from service.jobs.runner import process_alive
 from service.jobs.store import JobStore
-from tests.service_fixtures import REPO, start_service
+from tests.service_fixtures import REPO, RunningService, start_service
 
 CORPUS = REPO / "data" / "sample-corpus" / "corpus.jsonl.gz"
 
@@ -48,6 +47,16 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+@pytest.fixture(scope="module")
+def slow_service(tmp_path_factory: pytest.TempPathFactory):
+    """One service whose builds pause 1.5 s per shard, so jobs are still running when we act."""
+    data_dir = tmp_path_factory.mktemp("slow") / "data"
+    write_sample_dataset(data_dir, CORPUS, limit=400)
+    service = start_service(data_dir, env={TEST_SLOW_ENV: "1.5"})
+    yield service
+    service.stop()
+
+
 def expected_version(data_dir: Path, body: dict) -> str:
     with Catalog(data_dir) as catalog:
         return mixture_version(MixtureSpec.model_validate(body), catalog)
@@ -67,69 +76,37 @@ def wait_until(condition, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def test_build_through_the_service_publishes_the_local_version(data_dir: Path, tmp_path: Path) -> None:
-    service = start_service(data_dir)
-    try:
-        client = MidmixClient(service.url, retries=0)
-        plan = client.plan(spec("served"))
-        seen: list[dict] = []
-        job = client.wait(client.build(spec("served"))["id"], poll=0.1, timeout=60, on_progress=seen.append)
-        version = job["result"]
-        manifest = client.manifest(version)
-        shards = client.shards(version, "stable")
-        downloaded = [client.download(version, shard["path"], tmp_path / shard["name"]) for shard in shards]
-        diff = client.diff(version, version)
-        listed = [job["id"] for job in client.jobs()]
-    finally:
-        service.stop()
-    assert [phase["name"] for phase in plan["phases"]] == ["stable", "anneal"]
-    assert (job["state"], job["progress"], job["error"]) == ("succeeded", 100.0, None)
-    assert version == expected_version(data_dir, spec("served"))
-    assert seen[-1] == job and listed == [job["id"]]
-    assert manifest["phases"][0]["tokens"] >= 60000
-    assert [shard["component"] for shard in shards] == ["web", "code"]
-    assert [sha256_file(path) for path in downloaded] == [shard["sha256"] for shard in shards]
-    assert all(phase["tokens_delta"] == 0 for phase in diff["phases"])
-
-
-def test_identical_concurrent_builds_share_one_job(data_dir: Path) -> None:
-    service = start_service(data_dir, env={TEST_SLOW_ENV: "0.5"})
-    try:
-        client = MidmixClient(service.url, retries=0)
-        answers: list[dict] = []
-        threads = [threading.Thread(target=lambda: answers.append(client.build(spec("twins")))) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        job = client.wait(answers[0]["id"], poll=0.1, timeout=60)
-        jobs = client.jobs()
-    finally:
-        service.stop()
+def test_identical_concurrent_builds_share_one_job(slow_service: RunningService) -> None:
+    client = MidmixClient(slow_service.url, retries=0)
+    answers: list[dict] = []
+    threads = [threading.Thread(target=lambda: answers.append(client.build(spec("twins")))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    job = client.wait(answers[0]["id"], poll=0.1, timeout=90)
     assert len({answer["id"] for answer in answers}) == 1
-    assert [entry["id"] for entry in jobs] == [job["id"]]
+    assert [entry["id"] for entry in client.jobs() if entry["id"] == job["id"]] == [job["id"]]
     assert job["state"] == "succeeded"
-    assert published(data_dir) == [job["result"]]
+    assert job["result"] == expected_version(slow_service.data_dir, spec("twins"))
+    assert job["result"] in published(slow_service.data_dir)
 
 
-def test_cancel_stops_the_worker_and_publishes_nothing(data_dir: Path) -> None:
-    service = start_service(data_dir, env={TEST_SLOW_ENV: "5"})
+def test_cancel_stops_the_worker_and_publishes_nothing(slow_service: RunningService) -> None:
+    data_dir = slow_service.data_dir
     store = JobStore(data_dir / "jobs")
-    try:
-        client = MidmixClient(service.url, retries=0)
-        job_id = client.build(spec("cancelled"))["id"]
-        wait_until(lambda: client.job(job_id)["step"] not in (None, "starting"))
-        worker = store.get(job_id).worker_pid
-        cancelled = client.cancel(job_id)
-        wait_until(lambda: not process_alive(worker, None), timeout=10)
-        with pytest.raises(ConflictError, match="already cancelled"):
-            client.cancel(job_id)
-        final = client.job(job_id)
-    finally:
-        service.stop()
-    assert cancelled["state"] == final["state"] == "cancelled"
-    assert published(data_dir) == []
-    assert not (data_dir / "mixtures" / ".staging" / expected_version(data_dir, spec("cancelled"))).exists()
+    client = MidmixClient(slow_service.url, retries=0)
+    job_id = client.build(spec("cancelled"))["id"]
+    wait_until(lambda: client.job(job_id)["step"] not in (None, "starting"))
+    worker = store.get(job_id).worker_pid
+    cancelled = client.cancel(job_id)
+    wait_until(lambda: not process_alive(worker, None), timeout=20)
+    with pytest.raises(ConflictError, match="already cancelled"):
+        client.cancel(job_id)
+    version = expected_version(data_dir, spec("cancelled"))
+    assert cancelled["state"] == client.job(job_id)["state"] == "cancelled"
+    assert version not in published(data_dir)
+    assert not (data_dir / "mixtures" / ".staging" / version).exists()
 
 
 def test_running_job_survives_a_killed_service_as_interrupted_then_retries_to_the_same_version(data_dir: Path) -> None:
@@ -159,14 +136,10 @@ def test_running_job_survives_a_killed_service_as_interrupted_then_retries_to_th
     assert not (data_dir / "mixtures" / ".staging" / done["result"]).exists()
 
 
-def test_a_build_the_data_cannot_supply_fails_with_the_planner_message(data_dir: Path) -> None:
+def test_a_build_the_data_cannot_supply_fails_with_the_planner_message(slow_service: RunningService) -> None:
     body = spec("too-big")
     body["phases"][1]["token_budget"] = 50_000_000
-    service = start_service(data_dir)
-    try:
-        client = MidmixClient(service.url, retries=0)
-        job = client.wait(client.build(body)["id"], poll=0.1, timeout=60)
-    finally:
-        service.stop()
+    client = MidmixClient(slow_service.url, retries=0)
+    job = client.wait(client.build(body)["id"], poll=0.1, timeout=60)
     assert job["state"] == "failed"
     assert "anneal" in job["error"] and "epochs" in job["error"]

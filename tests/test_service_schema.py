@@ -12,16 +12,16 @@ from service.settings import ServiceSettings
 from tests.service_fixtures import write_fixture_mixture
 
 # Generating nested mixture specs and curation configs is slow; they get fewer examples.
-EXAMPLES = {"POST": 6}
-DEFAULT_EXAMPLES = 15
+EXAMPLES = {"POST": 4}
+DEFAULT_EXAMPLES = 10
 
 
 def test_no_generated_request_gets_a_server_error(tmp_path: Path) -> None:
     write_fixture_mixture(tmp_path, "mix-00000000000000aa", rows=10)
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(ServiceSettings(data_dir=tmp_path)))
     statuses: dict[str, set[int]] = {}
-    for result in schema.get_all_operations():
-        operation = result.ok()
+    operations = [result.ok() for result in schema.get_all_operations()]
+    for operation in operations:
 
         @given(case=operation.as_strategy())
         @settings(
@@ -37,5 +37,5 @@ def test_no_generated_request_gets_a_server_error(tmp_path: Path) -> None:
             assert response.status_code < 500, (case.method, case.formatted_path, case.body, response.text[:500])
 
         call()
-    assert len(statuses) == 20
+    assert len(operations) >= 21 and set(statuses) == {operation.label for operation in operations}
     assert statuses["GET /health"] == {200}

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from midmix.errors import ConflictError
@@ -19,6 +20,7 @@ from service.jobs.record import RETRYABLE_STATES, Job, utc_now
 from service.jobs.store import JobStore
 
 _TICK_S = 0.2
+_CANCEL_GRACE_S = 3.0
 
 
 def process_start_time(pid: int) -> int | None:
@@ -49,6 +51,7 @@ class JobRunner:
         self._pid = os.getpid()
         self._started = process_start_time(self._pid)
         self._children: dict[str, subprocess.Popen] = {}
+        self._cancel_seen: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="midmix-jobs", daemon=True)
 
@@ -79,6 +82,7 @@ class JobRunner:
         while not self._stop.wait(_TICK_S):
             try:
                 self._reap_children()
+                self._kill_lingering_cancelled()
                 self.mark_orphans_interrupted()
                 self._claim_and_start()
             except Exception as error:  # noqa: BLE001 - the dispatcher must outlive one bad tick
@@ -116,12 +120,23 @@ class JobRunner:
         )
         self.store.update_unlocked(job.id, lambda _: running)
 
+    def _kill_lingering_cancelled(self) -> None:
+        """SIGKILL a cancelled job's worker that ignored SIGTERM (stuck in native code) for a while."""
+        now = time.monotonic()
+        for job_id, child in list(self._children.items()):
+            if self.store.get(job_id).state != "cancelled":
+                continue
+            first_seen = self._cancel_seen.setdefault(job_id, now)
+            if now - first_seen > _CANCEL_GRACE_S:
+                child.kill()
+
     def _reap_children(self) -> None:
         for job_id, child in list(self._children.items()):
             code = child.poll()
             if code is None:
                 continue
             del self._children[job_id]
+            self._cancel_seen.pop(job_id, None)
 
             def crashed(job: Job, code: int = code) -> Job | None:
                 if job.state != "running":
