@@ -21,7 +21,7 @@ from midmix.errors import ConflictError, NotFoundError
 from pipelines.schema import SIGNAL_COLUMNS
 
 CATALOG_FILE = "catalog.duckdb"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Bump when the tables change: an older catalog is dropped and rebuilt from the manifests."""
 _TABLES = ("meta", "datasets", "docs", "mixtures", "phases", "components", "shards")
 LOCK_RETRY_SECONDS = 30.0
@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS datasets (
     version VARCHAR PRIMARY KEY, published_at DOUBLE, docs BIGINT, tokens BIGINT,
     quality_names VARCHAR[], manifest JSON);
 CREATE TABLE IF NOT EXISTS docs (
-    dataset VARCHAR, file VARCHAR, row_index BIGINT, id VARCHAR,
+    dataset VARCHAR, file VARCHAR, row_index BIGINT, id VARCHAR, id_key UBIGINT,
     source VARCHAR, lang VARCHAR, lang_score FLOAT, domain VARCHAR,
     domain_scores MAP(VARCHAR, FLOAT), quality MAP(VARCHAR, FLOAT), quality_score FLOAT,
     {", ".join(f"{name} FLOAT" for name in SIGNAL_COLUMNS)},
@@ -154,7 +154,7 @@ class Catalog:
             if not entry["path"].startswith("data/"):
                 continue
             con.execute(
-                f"""INSERT INTO docs SELECT ?, ?, file_row_number, id, {", ".join(DOC_COLUMNS)}
+                f"""INSERT INTO docs SELECT ?, ?, file_row_number, id, md5_number_lower(id), {", ".join(DOC_COLUMNS)}
                     FROM read_parquet(?, file_row_number = true)""",
                 [version, entry["path"], str(directory / entry["path"])],
             )

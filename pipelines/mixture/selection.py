@@ -8,9 +8,12 @@ to absolute thresholds first, so what was applied can be recorded and reproduced
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Iterator
 
 import duckdb
+import pyarrow as pa
 
 from pipelines.mixture.spec import (
     AllOf,
@@ -93,7 +96,8 @@ def pool_sql(datasets: list[str], exclude_eval: bool) -> tuple[str, list]:
     sql = f"SELECT * FROM docs WHERE dataset IN ({marks})"
     params: list = list(datasets)
     if exclude_eval:
-        sql += f" AND id NOT IN (SELECT id FROM {EVAL_TABLE})"
+        # By id_key (the id's 64-bit md5), an integer anti-join: a held-out id is always excluded.
+        sql += f" AND id_key NOT IN (SELECT id_key FROM {EVAL_TABLE})"
     if len(datasets) > 1:
         order = " ".join(f"WHEN ? THEN {i}" for i in range(len(datasets)))
         sql += f" QUALIFY row_number() OVER (PARTITION BY id ORDER BY CASE dataset {order} END) = 1"
@@ -129,19 +133,28 @@ def order_sql(curriculum: CurriculumSpec) -> tuple[str, list]:
 
 
 def create_eval_table(con: duckdb.DuckDBPyConnection, datasets: list[str], split: EvalSplitSpec | None) -> None:
-    """Temp table of held-out ids per domain: the first docs of each domain by a seeded id hash."""
-    pool, params = pool_sql(datasets, exclude_eval=False)
+    """Temp table of held-out ids per domain: the first docs of each domain by a seeded id hash.
+
+    The hash is the catalog's ``id_key`` (md5 of the id, computed once at sync) XOR a hash of the
+    seed: uniform, stable across versions, and picked with a top-k aggregate rather than a sort
+    of every document (the planner must stay fast on millions of documents).
+    """
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {EVAL_TABLE} (id VARCHAR, id_key UBIGINT, domain VARCHAR, rank BIGINT)")
     if split is None:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {EVAL_TABLE} (id VARCHAR, domain VARCHAR, rank BIGINT)")
         return
-    keep = "?" if split.count is not None else "greatest(1, round(n * ?))"
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE {EVAL_TABLE} AS
-            SELECT id, domain, rank FROM (
-                SELECT id, coalesce(domain, 'unknown') AS domain,
-                       row_number() OVER (PARTITION BY coalesce(domain, 'unknown') ORDER BY md5(CAST(? AS VARCHAR) || id)) AS rank,
-                       count(*) OVER (PARTITION BY coalesce(domain, 'unknown')) AS n
-                FROM ({pool}))
-            WHERE rank <= {keep}""",
-        [split.seed, *params, split.count if split.count is not None else split.fraction],
-    )
+    pool, params = pool_sql(datasets, exclude_eval=False)
+    candidates = f"SELECT id, coalesce(domain, 'unknown') AS domain, id_key FROM ({pool})"
+    sizes = con.execute(f"SELECT domain, count(*) FROM ({candidates}) GROUP BY domain", params).fetchall()
+    keep = {domain: split.count or max(1, math.floor(n * (split.fraction or 0) + 0.5)) for domain, n in sizes}
+    if not keep:
+        return
+    seed_key = int.from_bytes(hashlib.md5(f"eval:{split.seed}".encode()).digest()[:8], "little")
+    picked = con.execute(
+        f"SELECT domain, min_by(id, xor(id_key, CAST(? AS UBIGINT)), ?) FROM ({candidates}) GROUP BY domain",
+        [seed_key, max(keep.values()), *params],
+    ).fetchall()
+    rows = [(doc_id, domain, rank) for domain, ids in picked for rank, doc_id in enumerate(ids[: keep[domain]], 1)]
+    held_out = pa.table({"id": [r[0] for r in rows], "domain": [r[1] for r in rows], "rank": [r[2] for r in rows]})
+    con.register("held_out_rows", held_out)
+    con.execute(f"INSERT INTO {EVAL_TABLE} SELECT id, md5_number_lower(id), domain, rank FROM held_out_rows")
+    con.unregister("held_out_rows")
