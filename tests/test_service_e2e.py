@@ -118,6 +118,31 @@ def test_diff_of_a_version_with_itself_changes_nothing(e2e: EndToEnd) -> None:
     ]
 
 
+def test_remote_cli_builds_waits_lists_and_shows(e2e: EndToEnd, tmp_path: Path, capsys) -> None:
+    import yaml
+
+    from midmix.cli import main
+
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(SPEC))
+    url = ["--url", e2e.service.url]
+    assert main(["remote", "build", str(spec_file), "--wait", "--print-version", *url]) == 0
+    built = capsys.readouterr().out.strip()
+    assert main(["remote", "list", *url]) == 0
+    listing = capsys.readouterr().out
+    assert main(["remote", "show", built, *url]) == 0
+    shown = capsys.readouterr().out
+    assert main(["remote", "status", e2e.build["id"], *url]) == 0
+    status = capsys.readouterr().out
+    assert main(["remote", "show", "mix-0000000000000000", *url]) == 2
+    missing = capsys.readouterr().err
+    assert built == e2e.build["result"]
+    assert listing.startswith(f"{built}  e2e-3phase")
+    assert "phase anneal:" in shown and "phase long-context:" in shown
+    assert '"state": "succeeded"' in status
+    assert missing.strip() == "midmix remote: error: no mixture version 'mix-0000000000000000'; list them with GET /mixtures"
+
+
 def _chrome():
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
         pytest.skip("headless browser test needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
