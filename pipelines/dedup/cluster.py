@@ -3,7 +3,8 @@
 Only ids, hashes, signatures and scores are held for the whole corpus; texts are re-read just
 for the candidate pairs LSH proposes, to compute their true shingle Jaccard. Banding finds the
 pairs (20 bands x 5 rows catch a 0.8-Jaccard pair with probability 0.9996); verification keeps
-precision, so more bands cost only extra checks, never false merges.
+precision, so more bands cost only extra checks, never false merges. Clusters are stars around
+the kept document, so every removed document is verified against what replaces it.
 """
 
 from __future__ import annotations
@@ -37,23 +38,6 @@ class DedupResult:
     keeper: np.ndarray  # int64 global index of the kept doc of its cluster
     size: np.ndarray  # int64
     reason: list[str | None]
-
-
-class _UnionFind:
-    def __init__(self, n: int):
-        self.parent = list(range(n))
-
-    def find(self, item: int) -> int:
-        parent = self.parent
-        while parent[item] != item:
-            parent[item] = parent[parent[item]]
-            item = parent[item]
-        return item
-
-    def union(self, a: int, b: int) -> None:
-        root_a, root_b = self.find(a), self.find(b)
-        if root_a != root_b:
-            self.parent[max(root_a, root_b)] = min(root_a, root_b)
 
 
 def shingle_set(text: str, ngram: int) -> np.ndarray:
@@ -117,24 +101,21 @@ def _bucket_pairs(bucket: np.ndarray) -> np.ndarray:
 def cluster_documents(
     data: DedupInput, config: DedupConfig, load_texts: Callable[[np.ndarray], list[str]]
 ) -> DedupResult:
-    """Union exact duplicates and verified near duplicates; keep the best-quality doc of each cluster."""
+    """Group exact duplicates, link verified near duplicates, keep the best-quality doc of each cluster."""
     n = len(data.exact_hashes)
-    union = _UnionFind(n)
-    representatives = np.arange(n)
+    group = np.arange(n)
     if config.exact and n:
         order = np.argsort(data.exact_hashes, kind="stable")
         sorted_hashes = data.exact_hashes[order]
         first_of_run = np.concatenate([[True], sorted_hashes[1:] != sorted_hashes[:-1]])
-        run_first = order[np.maximum.accumulate(np.where(first_of_run, np.arange(n), 0))]
-        for item, first in zip(order[~first_of_run].tolist(), run_first[~first_of_run].tolist()):
-            union.union(first, item)
-        representatives = np.sort(order[first_of_run])
+        group[order] = order[np.maximum.accumulate(np.where(first_of_run, np.arange(n), 0))]
+    edges: list[tuple[int, int]] = []
     if config.minhash and n:
+        representatives = np.unique(group)
         members = representatives[data.has_signature[representatives]]
         candidates = lsh_candidates(data.signatures, members, config.num_bands, config.rows_per_band)
-        for a, b in _verified_pairs(candidates, data, config, load_texts):
-            union.union(a, b)
-    return _choose_keepers(union, data)
+        edges = _verified_pairs(candidates, data, config, load_texts)
+    return _assign_keepers(group, edges, data)
 
 
 def _verified_pairs(
@@ -153,15 +134,33 @@ def _verified_pairs(
     ]
 
 
-def _choose_keepers(union: _UnionFind, data: DedupInput) -> DedupResult:
-    n = len(data.exact_hashes)
-    roots = np.array([union.find(item) for item in range(n)], dtype=np.int64)
+def _assign_keepers(group: np.ndarray, edges: list[tuple[int, int]], data: DedupInput) -> DedupResult:
+    """Greedy star clustering: the best unassigned group keeps itself and takes its direct neighbours.
+
+    Every removed document is then an exact duplicate of, or verified >= threshold similar to,
+    the very document its cluster keeps; a chain A~B~C with A and C dissimilar never makes C a
+    duplicate of A (union-find would).
+    """
+    n = len(group)
     quality = np.where(np.isnan(data.quality), -np.inf, data.quality)
-    order = np.lexsort((np.arange(n), -quality, roots))
-    first = np.concatenate([[True], roots[order][1:] != roots[order][:-1]]) if n else np.zeros(0, bool)
-    keeper_of_root = dict(zip(roots[order][first].tolist(), order[first].tolist()))
-    keeper = np.array([keeper_of_root[root] for root in roots.tolist()], dtype=np.int64)
-    size = np.bincount(roots, minlength=n)[roots] if n else np.zeros(0, np.int64)
+    by_quality = np.lexsort((np.arange(n), -quality))  # best first, then input order
+    face: dict[int, int] = {}  # group -> its best document
+    for item in by_quality.tolist():
+        face.setdefault(int(group[item]), item)
+    neighbours: dict[int, list[int]] = {}
+    for a, b in edges:
+        neighbours.setdefault(a, []).append(b)
+        neighbours.setdefault(b, []).append(a)
+    keeper_of: dict[int, int] = {}
+    for item in by_quality.tolist():
+        node = int(group[item])
+        if node in keeper_of:
+            continue
+        keeper_of[node] = face[node]
+        for other in neighbours.get(node, ()):
+            keeper_of.setdefault(other, face[node])
+    keeper = np.array([keeper_of[node] for node in group.tolist()], dtype=np.int64)
+    size = np.bincount(keeper, minlength=n)[keeper] if n else np.zeros(0, np.int64)
     reason: list[str | None] = []
     for item, kept in enumerate(keeper.tolist()):
         if item == kept:
