@@ -10,6 +10,7 @@ with the real encoding otherwise.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import duckdb
 from pydantic import BaseModel
@@ -18,6 +19,7 @@ from midmix.errors import MidmixError
 from pipelines.catalog import Catalog
 from pipelines.mixture.selection import (
     EVAL_TABLE,
+    count_selected,
     create_eval_table,
     iter_predicates,
     percent_predicates,
@@ -98,10 +100,8 @@ def plan_mixture(spec: MixtureSpec, catalog: Catalog, strict: bool = True) -> Mi
         versions = list(dict.fromkeys(resolved.values()))
         _check_columns(spec, catalog, resolved)
         create_eval_table(con, versions, spec.eval)
-        phases = [
-            plan_phase(con, phase, index, resolved, spec.normalize_weights, spec.eval is not None)
-            for index, phase in enumerate(spec.phases)
-        ]
+        stats = measure_components(con, spec, resolved, spec.eval is not None)
+        phases = [plan_phase(phase, index, stats, spec.normalize_weights) for index, phase in enumerate(spec.phases)]
         eval_plan = _plan_eval(con, versions) if spec.eval is not None else {}
         exact = all(catalog.dataset(v).get("tokenizer", {}).get("sha256") == tokenizer.sha256 for v in versions)
     problems = [c.problem for p in phases for c in p.components if c.problem]
@@ -113,19 +113,41 @@ def plan_mixture(spec: MixtureSpec, catalog: Catalog, strict: bool = True) -> Mi
     )  # fmt: skip
 
 
-def plan_phase(
-    con: duckdb.DuckDBPyConnection,
-    phase: PhaseSpec,
-    index: int,
-    resolved: dict[str, str],
-    normalize: bool,
-    exclude_eval: bool,
-) -> PhasePlan:
+@dataclass(frozen=True)
+class ComponentStats:
+    """What the catalog says one component's selection leaves."""
+
+    datasets: list[str]
+    thresholds: list[float | None]
+    docs: int
+    tokens: int
+
+
+def measure_components(
+    con: duckdb.DuckDBPyConnection, spec: MixtureSpec, resolved: dict[str, str], exclude_eval: bool
+) -> dict[tuple[str, str], ComponentStats]:
+    """Thresholds, docs and tokens per (phase, component): two scans per distinct list of datasets."""
+    groups: dict[tuple[str, ...], list[tuple[str, ComponentSpec]]] = {}
+    for phase in spec.phases:
+        for component in phase.components:
+            datasets = tuple(dict.fromkeys(resolved[ref] for ref in component.datasets))
+            groups.setdefault(datasets, []).append((phase.name, component))
+    stats = {}
+    for datasets, members in groups.items():
+        pool = pool_sql(list(datasets), exclude_eval)
+        thresholds = resolve_thresholds(con, pool, [component.select for _, component in members])
+        wheres = [selection_sql(component.select, values) for (_, component), values in zip(members, thresholds)]
+        for (phase, component), values, (docs, tokens) in zip(members, thresholds, count_selected(con, pool, wheres)):
+            stats[(phase, component.name)] = ComponentStats(list(datasets), values, docs, tokens)
+    return stats
+
+
+def plan_phase(phase: PhaseSpec, index: int, stats: dict[tuple[str, str], ComponentStats], normalize: bool) -> PhasePlan:
     """Plan one phase: each component's target is its effective weight times the token budget."""
     weights = effective_weights(phase, normalize)
     targets = allocate_tokens(phase.token_budget, weights)
     components = [
-        plan_component(con, phase.name, component, weight, target, resolved, exclude_eval)
+        plan_component(phase.name, component, weight, target, stats[(phase.name, component.name)])
         for component, weight, target in zip(phase.components, weights, targets)
     ]
     return PhasePlan(
@@ -137,28 +159,16 @@ def plan_phase(
 
 
 def plan_component(
-    con: duckdb.DuckDBPyConnection,
-    phase_name: str,
-    component: ComponentSpec,
-    weight: float,
-    requested: int,
-    resolved: dict[str, str],
-    exclude_eval: bool,
+    phase_name: str, component: ComponentSpec, weight: float, requested: int, stats: ComponentStats
 ) -> ComponentPlan:
     """Available docs and tokens after selection, requested tokens, epochs and feasibility."""
-    datasets = list(dict.fromkeys(resolved[ref] for ref in component.datasets))
-    pool = pool_sql(datasets, exclude_eval)
-    thresholds = resolve_thresholds(con, pool, component.select)
-    where, params = selection_sql(component.select, thresholds)
-    docs, tokens = con.execute(
-        f"SELECT count(*), coalesce(sum(n_tokens), 0) FROM ({pool[0]}) WHERE {where}", [*pool[1], *params]
-    ).fetchall()[0]
+    docs, tokens = stats.docs, stats.tokens
     epochs = requested / tokens if tokens else (0.0 if requested == 0 else math.inf)
     problem = _component_problem(phase_name, component, docs, requested, epochs)
     return ComponentPlan(
-        name=component.name, weight=weight, general=component.general, datasets=datasets,
+        name=component.name, weight=weight, general=component.general, datasets=stats.datasets,
         selection=component.select.model_dump() if component.select else None,
-        thresholds=dict(zip(threshold_names(percent_predicates(component.select)), thresholds)),
+        thresholds=dict(zip(threshold_names(percent_predicates(component.select)), stats.thresholds)),
         available_docs=docs, available_tokens=tokens, requested_tokens=requested,
         epochs=epochs if math.isfinite(epochs) else -1.0, max_epochs=component.max_epochs,
         feasible=problem is None, problem=problem,

@@ -106,21 +106,35 @@ def pool_sql(datasets: list[str], exclude_eval: bool) -> tuple[str, list]:
 
 
 def resolve_thresholds(
-    con: duckdb.DuckDBPyConnection, pool: tuple[str, list], node: Selection | None
-) -> list[float | None]:
-    """Absolute thresholds for the percent rules: the value at the rule's quantile of the pool (None if empty).
+    con: duckdb.DuckDBPyConnection, pool: tuple[str, list], nodes: list[Selection | None]
+) -> list[list[float | None]]:
+    """Per selection, its percent rules as absolute thresholds over one pool (None if empty), in one scan.
 
-    Ties at the threshold are all kept, so a top-7% rule may keep slightly more than 7%.
+    A rule's threshold is the pool's value at its quantile; ties at the threshold are all kept, so
+    a top-7% rule may keep slightly more than 7%.
     """
-    values = []
-    for predicate in percent_predicates(node):
-        fraction = predicate.value / 100
-        quantile = 1 - fraction if predicate.op == "top_percent" else fraction
-        row = con.execute(
-            f"SELECT quantile_disc({column_expr(predicate.column)}, ?) FROM ({pool[0]})", [quantile, *pool[1]]
-        ).fetchall()[0]
-        values.append(float(row[0]) if row[0] is not None else None)
-    return values
+    rules = [(i, p) for i, node in enumerate(nodes) for p in percent_predicates(node)]
+    thresholds: list[list[float | None]] = [[] for _ in nodes]
+    if not rules:
+        return thresholds
+    quantiles = [1 - p.value / 100 if p.op == "top_percent" else p.value / 100 for _, p in rules]
+    aggregates = ", ".join(f"quantile_disc({column_expr(p.column)}, ?)" for _, p in rules)
+    row = con.execute(f"SELECT {aggregates} FROM ({pool[0]})", [*quantiles, *pool[1]]).fetchall()[0]
+    for (i, _), value in zip(rules, row):
+        thresholds[i].append(float(value) if value is not None else None)
+    return thresholds
+
+
+def count_selected(
+    con: duckdb.DuckDBPyConnection, pool: tuple[str, list], wheres: list[tuple[str, list]]
+) -> list[tuple[int, int]]:
+    """Documents and tokens each WHERE clause keeps from one pool, in one scan."""
+    aggregates, params = [], []
+    for sql, where_params in wheres:
+        aggregates += [f"count(*) FILTER (WHERE {sql})", f"coalesce(sum(n_tokens) FILTER (WHERE {sql}), 0)"]
+        params += [*where_params, *where_params]
+    row = con.execute(f"SELECT {', '.join(aggregates)} FROM ({pool[0]})", [*params, *pool[1]]).fetchall()[0]
+    return [(int(row[2 * i]), int(row[2 * i + 1])) for i in range(len(wheres))]
 
 
 def order_sql(curriculum: CurriculumSpec) -> tuple[str, list]:
