@@ -98,8 +98,7 @@ class Catalog:
         if self._reader is not None:
             yield self._reader
             return
-        self._ensure_fresh()
-        self._reader = self._connect(read_only=True)
+        self._reader = self._fresh_reader()
         try:
             yield self._reader
         finally:
@@ -111,15 +110,22 @@ class Catalog:
             return {}
         return {d.name: d for d in sorted(root.iterdir()) if (d / "manifest.json").is_file() and not d.name.startswith(".")}
 
-    def _ensure_fresh(self) -> None:
+    def _fresh_reader(self) -> duckdb.DuckDBPyConnection:
+        """A read-only connection to a catalog that lists exactly the published versions (syncing first if not)."""
         if self.path.exists():
-            with self._connect(read_only=True) as con:
-                if _schema_version(con) == SCHEMA_VERSION:
-                    datasets = {row[0] for row in con.execute("SELECT version FROM datasets").fetchall()}
-                    mixtures = {row[0] for row in con.execute("SELECT version FROM mixtures").fetchall()}
-                    if datasets == set(self._published("datasets")) and mixtures == set(self._published("mixtures")):
-                        return
+            con = self._connect(read_only=True)
+            if self._is_fresh(con):
+                return con
+            con.close()
         self.sync()
+        return self._connect(read_only=True)
+
+    def _is_fresh(self, con: duckdb.DuckDBPyConnection) -> bool:
+        if _schema_version(con) != SCHEMA_VERSION:
+            return False
+        datasets = {row[0] for row in con.execute("SELECT version FROM datasets").fetchall()}
+        mixtures = {row[0] for row in con.execute("SELECT version FROM mixtures").fetchall()}
+        return datasets == set(self._published("datasets")) and mixtures == set(self._published("mixtures"))
 
     # -- writing -----------------------------------------------------------------------------
 
