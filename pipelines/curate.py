@@ -4,7 +4,7 @@ Curation runs as four datatrove stages on the configured executor (local, Ray or
 
 1. per input unit, in parallel: read, normalise, signals, decontaminate, language, domain,
    heuristic filter, quality, tokens, dedup signature -> ``intermediate/unit-*.parquet``;
-2. one task: global exact + MinHash clustering -> ``dedup/decisions.parquet``;
+2. one task: global exact + MinHash clustering -> ``dedup/decisions-<unit>.parquet``;
 3. per unit, in parallel: apply decisions -> ``out/data`` and ``out/dropped`` parts;
 4. one task: copy the parts into a staging dir, write the manifest last, rename into place.
 
@@ -293,7 +293,7 @@ def curate_corpus(config: CurationConfig, data_dir: Path, progress: ProgressCall
     in_process = config.executor.kind == "local" and (config.executor.workers == 1 or tasks == 1)
     report = (lambda step, done, total: progress(step, done, total)) if progress and in_process else None
     n_units = len(plan.units)
-    decisions = work / "dedup" / "decisions.parquet"
+    decisions = work / "dedup"
     stage_one = _executor(
         config,
         stage_one_pipeline(plan, work / "intermediate", report),

@@ -52,6 +52,10 @@ def unit_file(folder: Path | str, unit: int) -> Path:
     return Path(folder) / f"unit-{unit:05d}.parquet"
 
 
+def decisions_file(folder: Path | str, unit: int) -> Path:
+    return Path(folder) / f"decisions-{unit:05d}.parquet"
+
+
 def part_name(unit: int) -> str:
     return f"part-{unit:05d}.parquet"
 
@@ -231,18 +235,17 @@ class CuratedWriter(PipelineStep):
     name = "write"
     type = "💽 - WRITER"
 
-    def __init__(self, intermediate_dir: str, decisions_path: str, out_dir: str, n_units: int):
+    def __init__(self, intermediate_dir: str, decisions_dir: str, out_dir: str, n_units: int):
         super().__init__()
         self.intermediate_dir = intermediate_dir
-        self.decisions_path = decisions_path
+        self.decisions_dir = decisions_dir
         self.out_dir = out_dir
         self.n_units = n_units
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        decisions = pq.read_table(self.decisions_path)
         for unit in range(rank, self.n_units, world_size):
-            mine = decisions.filter(pc.equal(decisions.column("unit"), unit))
-            kept, dropped = write_unit(unit_file(self.intermediate_dir, unit), mine, Path(self.out_dir), unit)
+            decisions = pq.read_table(decisions_file(self.decisions_dir, unit))
+            kept, dropped = write_unit(unit_file(self.intermediate_dir, unit), decisions, Path(self.out_dir), unit)
             self.stat_update("kept", value=kept)
             self.stat_update("dropped", value=dropped)
         return

@@ -19,6 +19,7 @@ from pipelines.steps.words import mix64, ngram_hashes, split_words
 
 _ALL_PAIRS_UP_TO = 8
 _ESTIMATE_SLACK = 0.25  # an estimate this far below the threshold is >5 sigma from a true match
+_VERIFY_CHUNK = 4096  # candidate pairs verified per text load
 
 
 @dataclass(frozen=True)
@@ -121,17 +122,24 @@ def cluster_documents(
 def _verified_pairs(
     candidates: np.ndarray, data: DedupInput, config: DedupConfig, load_texts: Callable
 ) -> list[tuple[int, int]]:
-    if len(candidates) == 0:
-        return []
-    estimate = (data.signatures[candidates[:, 0]] == data.signatures[candidates[:, 1]]).mean(axis=1)
-    plausible = candidates[estimate >= config.jaccard_threshold - _ESTIMATE_SLACK]
-    if len(plausible) == 0:
-        return []
-    needed = np.unique(plausible)
-    shingles = dict(zip(needed.tolist(), shingle_sets(load_texts(needed), config.ngram)))
-    return [
-        (int(a), int(b)) for a, b in plausible.tolist() if jaccard(shingles[a], shingles[b]) >= config.jaccard_threshold
-    ]
+    """Candidate pairs whose exact shingle Jaccard reaches the threshold, checked a chunk at a time.
+
+    Signature estimates discard the hopeless pairs first; texts are loaded per chunk of pairs, so
+    memory stays bounded however many documents have near-duplicates.
+    """
+    edges: list[tuple[int, int]] = []
+    for start in range(0, len(candidates), _VERIFY_CHUNK):
+        chunk = candidates[start : start + _VERIFY_CHUNK]
+        estimate = (data.signatures[chunk[:, 0]] == data.signatures[chunk[:, 1]]).mean(axis=1)
+        plausible = chunk[estimate >= config.jaccard_threshold - _ESTIMATE_SLACK]
+        if len(plausible) == 0:
+            continue
+        needed = np.unique(plausible)
+        shingles = dict(zip(needed.tolist(), shingle_sets(load_texts(needed), config.ngram)))
+        edges.extend(
+            (a, b) for a, b in plausible.tolist() if jaccard(shingles[a], shingles[b]) >= config.jaccard_threshold
+        )
+    return edges
 
 
 def _assign_keepers(group: np.ndarray, edges: list[tuple[int, int]], data: DedupInput) -> DedupResult:

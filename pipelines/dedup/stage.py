@@ -1,16 +1,17 @@
 """Stage 2 of curation: one task reads every unit's dedup columns and writes the decisions.
 
 Holds ids, exact hashes, signatures and scores for the corpus (about 420 bytes per document
-with 100 permutations), never the texts; those are re-read only for LSH candidate pairs.
+with 100 permutations), never the texts; those are re-read only for LSH candidate pairs, a chunk
+of pairs at a time. Decisions are written per unit, so each write task reads only its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datatrove.pipeline.base import PipelineStep
 
@@ -19,6 +20,7 @@ from pipelines.config import DedupConfig
 from pipelines.curated_writer import (
     DECISIONS_SCHEMA,
     INTERMEDIATE_SCHEMA,
+    decisions_file,
     unit_file,
     write_table_atomic,
 )
@@ -27,6 +29,17 @@ from pipelines.dedup.minhash import EXACT_HASH, SIGNATURE
 from pipelines.steps.base import DROP_REASON, DROP_STEP
 
 _COLUMNS = ["id", DROP_STEP, "quality_score", EXACT_HASH, SIGNATURE]
+
+
+def signature_matrix(column: pa.BinaryArray, num_perm: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, num_perm) uint32 signatures straight from the Arrow buffers (no Python bytes objects)."""
+    present = column.is_valid().to_numpy(zero_copy_only=False)
+    matrix = np.full((len(column), num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+    if present.any():
+        offsets = np.frombuffer(column.buffers()[1], dtype=np.int32)[column.offset : column.offset + len(column) + 1]
+        values = np.frombuffer(column.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+        matrix[present] = values.view(np.uint32).reshape(-1, num_perm)
+    return matrix, present
 
 
 class DedupClusters(PipelineStep):
@@ -38,7 +51,7 @@ class DedupClusters(PipelineStep):
     def __init__(
         self,
         intermediate_dir: str,
-        decisions_path: str,
+        decisions_dir: str,
         n_units: int,
         config: DedupConfig,
         inputs: list[str],
@@ -46,7 +59,7 @@ class DedupClusters(PipelineStep):
     ):
         super().__init__()
         self.intermediate_dir = intermediate_dir
-        self.decisions_path = decisions_path
+        self.decisions_dir = decisions_dir
         self.n_units = n_units
         self.config = config
         self.inputs = inputs
@@ -55,46 +68,52 @@ class DedupClusters(PipelineStep):
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         if rank != 0:
             return
-        units, rows, ids, hashes, sigs, quality = [], [], [], [], [], []
+        num_perm = self.config.num_bands * self.config.rows_per_band
+        units, rows, ids, hashes, quality, matrices, present = [], [], [], [], [], [], []
         with_text = 0
         for unit in range(self.n_units):
             table = pq.read_table(unit_file(self.intermediate_dir, unit), columns=_COLUMNS, schema=INTERMEDIATE_SCHEMA)
-            steps = table.column(DROP_STEP).to_pylist()
-            with_text += sum(step != "read" for step in steps)
-            live = np.array([index for index, step in enumerate(steps) if step is None], dtype=np.int64)
-            table = table.take(live)
-            units.append(np.full(len(live), unit, dtype=np.int32))
-            rows.append(live)
-            ids.extend(table.column("id").to_pylist())
-            hashes.append(table.column(EXACT_HASH).to_numpy(zero_copy_only=False).astype(np.uint64))
+            with_text += len(table) - (pc.sum(pc.equal(table.column(DROP_STEP), "read")).as_py() or 0)
+            live_mask = pc.is_null(table.column(DROP_STEP))
+            rows.append(np.flatnonzero(live_mask.to_numpy(zero_copy_only=False)))
+            table = table.filter(live_mask)
+            units.append(np.full(len(table), unit, dtype=np.int32))
+            ids.append(table.column("id").combine_chunks())
+            hashes.append(table.column(EXACT_HASH).to_numpy().astype(np.uint64))
             quality.append(table.column("quality_score").to_numpy(zero_copy_only=False).astype(np.float64))
-            sigs.extend(table.column(SIGNATURE).to_pylist())
+            matrix, has_signature = signature_matrix(table.column(SIGNATURE).combine_chunks(), num_perm)
+            matrices.append(matrix)
+            present.append(has_signature)
         if with_text == 0:
             raise MidmixError(f"no documents with text in inputs {', '.join(self.inputs)}; nothing to curate")
         all_units, all_rows = np.concatenate(units), np.concatenate(rows)
-        num_perm = self.config.num_bands * self.config.rows_per_band
-        has_signature = np.array([sig is not None for sig in sigs], dtype=bool)
-        blank = bytes(4 * num_perm)
-        matrix = np.frombuffer(b"".join(sig or blank for sig in sigs), dtype=np.uint32).reshape(len(sigs), num_perm)
-        data_in = DedupInput(np.concatenate(hashes), matrix, has_signature, np.concatenate(quality))
-        if self.progress is not None:
-            self.progress("dedup", 0, len(ids))
-        result = cluster_documents(data_in, self.config, lambda indices: self._texts(all_units, all_rows, indices))
-        decisions = pa.table(
-            {
-                "unit": all_units,
-                "row": all_rows.astype(np.int64),
-                "dup_cluster": [ids[keeper] for keeper in result.keeper.tolist()],
-                "dup_cluster_size": result.size.astype(np.int32),
-                DROP_REASON: result.reason,
-            },
-            schema=DECISIONS_SCHEMA,
+        data_in = DedupInput(
+            np.concatenate(hashes), np.concatenate(matrices), np.concatenate(present), np.concatenate(quality)
         )
-        write_table_atomic(decisions, Path(self.decisions_path))
-        self.stat_update("clustered", value=len(ids))
+        del matrices
+        if self.progress is not None:
+            self.progress("dedup", 0, len(all_units))
+        result = cluster_documents(data_in, self.config, lambda indices: self._texts(all_units, all_rows, indices))
+        clusters = pa.chunked_array(ids, type=pa.string()).take(pa.array(result.keeper))
+        reasons = pa.array(result.reason, pa.string())
+        bounds = np.searchsorted(all_units, np.arange(self.n_units + 1))
+        for unit in range(self.n_units):
+            lo, hi = int(bounds[unit]), int(bounds[unit + 1])
+            decisions = pa.table(
+                {
+                    "unit": all_units[lo:hi],
+                    "row": all_rows[lo:hi].astype(np.int64),
+                    "dup_cluster": clusters.slice(lo, hi - lo),
+                    "dup_cluster_size": result.size[lo:hi].astype(np.int32),
+                    DROP_REASON: reasons.slice(lo, hi - lo),
+                },
+                schema=DECISIONS_SCHEMA,
+            )
+            write_table_atomic(decisions, decisions_file(self.decisions_dir, unit))
+        self.stat_update("clustered", value=len(all_units))
         self.stat_update("duplicates", value=sum(reason is not None for reason in result.reason))
         if self.progress is not None:
-            self.progress("dedup", len(ids), len(ids))
+            self.progress("dedup", len(all_units), len(all_units))
         return
         yield
 
