@@ -63,7 +63,8 @@ def test_score_counts_misses_false_merges_and_exact_survivors():
     truth = [PlantedPair("near", "a", "a2", 0.9), PlantedPair("exact", "a", "e", 1.0), PlantedPair("control", "b", "c", 0.6)]
     clusters = {"a": "a", "a2": "a", "b": "b", "c": "b", "e": "e"}
     result = score(clusters, kept={"a", "b", "e"}, texts=texts, truth=truth)
-    assert result["near_recall"] == 1.0
+    assert result["near_recall"] == 1.0  # a2 removed, so the pair does not survive twice
+    assert result["near_recall_same_cluster"] == 1.0
     assert result["exact_recall"] == 0.0
     assert result["control_merged"] == 1.0
     assert result["precision"] == 0.5  # a, a2 true; b, c merged without being near-duplicates
