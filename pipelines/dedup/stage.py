@@ -29,6 +29,7 @@ from pipelines.dedup.minhash import EXACT_HASH, SIGNATURE
 from pipelines.steps.base import DROP_REASON, DROP_STEP
 
 _COLUMNS = ["id", DROP_STEP, "quality_score", EXACT_HASH, SIGNATURE]
+_BATCH_ROWS = 4096
 
 
 def signature_matrix(column: pa.BinaryArray, num_perm: int) -> tuple[np.ndarray, np.ndarray]:
@@ -72,21 +73,26 @@ class DedupClusters(PipelineStep):
         units, rows, ids, hashes, quality, matrices, present = [], [], [], [], [], [], []
         with_text = 0
         for unit in range(self.n_units):
-            table = pq.read_table(unit_file(self.intermediate_dir, unit), columns=_COLUMNS, schema=INTERMEDIATE_SCHEMA)
-            with_text += len(table) - (pc.sum(pc.equal(table.column(DROP_STEP), "read")).as_py() or 0)
-            live_mask = pc.is_null(table.column(DROP_STEP))
-            rows.append(np.flatnonzero(live_mask.to_numpy(zero_copy_only=False)))
-            table = table.filter(live_mask)
-            units.append(np.full(len(table), unit, dtype=np.int32))
-            ids.append(table.column("id").combine_chunks())
-            hashes.append(table.column(EXACT_HASH).to_numpy().astype(np.uint64))
-            quality.append(table.column("quality_score").to_numpy(zero_copy_only=False).astype(np.float64))
-            matrix, has_signature = signature_matrix(table.column(SIGNATURE).combine_chunks(), num_perm)
-            matrices.append(matrix)
-            present.append(has_signature)
+            first_row = 0
+            batches = pq.ParquetFile(unit_file(self.intermediate_dir, unit)).iter_batches(_BATCH_ROWS, columns=_COLUMNS)
+            for batch in batches:  # one row group at a time keeps the read buffers small
+                steps = batch.column(DROP_STEP)
+                with_text += len(batch) - (pc.sum(pc.equal(steps, "read")).as_py() or 0)
+                live_mask = pc.is_null(steps)
+                rows.append(first_row + np.flatnonzero(live_mask.to_numpy(zero_copy_only=False)))
+                first_row += len(batch)
+                live = batch.filter(live_mask)
+                units.append(np.full(len(live), unit, dtype=np.int32))
+                ids.append(live.column("id"))
+                hashes.append(live.column(EXACT_HASH).to_numpy().astype(np.uint64))
+                quality.append(live.column("quality_score").to_numpy(zero_copy_only=False).astype(np.float64))
+                matrix, has_signature = signature_matrix(live.column(SIGNATURE), num_perm)
+                matrices.append(matrix)
+                present.append(has_signature)
         if with_text == 0:
             raise MidmixError(f"no documents with text in inputs {', '.join(self.inputs)}; nothing to curate")
-        all_units, all_rows = np.concatenate(units), np.concatenate(rows)
+        all_units = np.concatenate(units) if units else np.zeros(0, np.int32)
+        all_rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
         data_in = DedupInput(
             np.concatenate(hashes), np.concatenate(matrices), np.concatenate(present), np.concatenate(quality)
         )
@@ -118,19 +124,17 @@ class DedupClusters(PipelineStep):
         yield
 
     def _texts(self, units: np.ndarray, rows: np.ndarray, indices: np.ndarray) -> list[str]:
-        """Texts of the given global indices, reading only the row groups that hold them."""
+        """Texts of the given global indices, reading one row group at a time (memory: one group)."""
         texts: dict[int, str] = {}
         for unit in np.unique(units[indices]).tolist():
             chosen = indices[units[indices] == unit]
             parquet = pq.ParquetFile(unit_file(self.intermediate_dir, unit))
             sizes = [parquet.metadata.row_group(group).num_rows for group in range(parquet.num_row_groups)]
-            group_starts = np.concatenate([[0], np.cumsum(sizes)])
-            groups = np.unique(np.searchsorted(group_starts, rows[chosen], side="right") - 1)
-            column = parquet.read_row_groups(groups.tolist(), columns=["text"]).column("text")
-            # rows of the selected groups are contiguous per group: map each row to its position
-            local_starts = np.concatenate([[0], np.cumsum(np.array(sizes)[groups])])
-            for index, row in zip(chosen.tolist(), rows[chosen].tolist()):
-                group = int(np.searchsorted(group_starts, row, side="right") - 1)
-                position = local_starts[np.searchsorted(groups, group)] + row - group_starts[group]
-                texts[index] = column[int(position)].as_py()
+            group_starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+            group_of = np.searchsorted(group_starts, rows[chosen], side="right") - 1
+            for group in np.unique(group_of).tolist():
+                mine = chosen[group_of == group]
+                column = parquet.read_row_group(group, columns=["text"]).column("text")
+                local = pa.array(rows[mine] - group_starts[group])
+                texts.update(zip(mine.tolist(), column.take(local).to_pylist()))
         return [texts[index] for index in indices.tolist()]
