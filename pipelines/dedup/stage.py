@@ -19,7 +19,6 @@ from midmix.errors import MidmixError
 from pipelines.config import DedupConfig
 from pipelines.curated_writer import (
     DECISIONS_SCHEMA,
-    INTERMEDIATE_SCHEMA,
     decisions_file,
     unit_file,
     write_table_atomic,
