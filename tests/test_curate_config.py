@@ -75,3 +75,16 @@ def test_syntax_error_and_missing_file(tmp_path: Path) -> None:
         load_config(path)
     with pytest.raises(MidmixError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_cli_reports_a_bad_config_in_one_line(tmp_path: Path, capsys) -> None:
+    from midmix.cli import main
+
+    path = tmp_path / "curate.yaml"
+    path.write_text("inputs: [a.jsonl]\nquality: {min_score: 2}\n")
+    assert main(["curate", "--config", str(path), "--out", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"midmix curate: error: invalid curation config in {path}: quality.min_score:")
+    assert "\n" not in err and not (tmp_path / "data").exists()
+    assert main(["curate", "--out", str(tmp_path / "data")]) == 2
+    assert "give at least one INPUT or a --config" in capsys.readouterr().err
