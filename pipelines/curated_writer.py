@@ -129,7 +129,7 @@ class IntermediateWriter(PipelineStep):
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         writer: _UnitWriter | None = None
         unit = None
-        done = 0
+        done = dropped = 0
         for doc in data:
             if doc.metadata[UNIT] != unit:
                 if writer is not None:
@@ -138,11 +138,13 @@ class IntermediateWriter(PipelineStep):
                 writer = _UnitWriter(unit_file(self.folder, unit))
             writer.add(doc)
             done += 1
-            self.stat_update("kept" if DROP_STEP not in doc.metadata else "dropped")
+            dropped += DROP_STEP in doc.metadata
             if self.progress is not None and done % 256 == 0:
                 self.progress("annotate", done, None)
         if writer is not None:
             writer.close()
+        self.stat_update("kept", value=done - dropped)
+        self.stat_update("dropped", value=dropped)
         for empty_unit in range(rank, self.n_units, world_size):  # inputs without a single record
             if not unit_file(self.folder, empty_unit).exists():
                 _UnitWriter(unit_file(self.folder, empty_unit)).close()

@@ -21,6 +21,7 @@ _BULLETS = ("\u2022", "\u2023", "\u25b6", "\u25cf", "\u25e6", "\u2013", "* ", "-
 _ELLIPSES = ("...", "\u2026")
 _LINE_START_BULLETS = tuple("\n" + bullet for bullet in _BULLETS)
 _LINE_END_ELLIPSES = tuple(ellipsis + "\n" for ellipsis in _ELLIPSES)
+_SPAN_BITS = 16
 
 
 def _top_bigram_ratio(batch: WordBatch) -> np.ndarray:
@@ -32,18 +33,27 @@ def _top_bigram_ratio(batch: WordBatch) -> np.ndarray:
         return result
     doc_of_word = np.repeat(np.arange(n_docs), np.diff(batch.offsets))
     same_doc = doc_of_word[:-1] == doc_of_word[1:]
-    keys = (batch.hashes[:-1] * np.uint64(0x100000001B3) + batch.hashes[1:])[same_doc]
-    docs = doc_of_word[:-1][same_doc]
-    spans = (batch.lengths[:-1] + batch.lengths[1:])[same_doc]
-    if len(keys) == 0:
+    if not same_doc.any():
         return result
-    order = np.argsort(keys ^ (docs.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)))
-    keys, docs, spans = keys[order], docs[order], spans[order]
-    run_start = np.flatnonzero(np.concatenate([[True], (keys[1:] != keys[:-1]) | (docs[1:] != docs[:-1])]))
-    run_count = np.diff(np.append(run_start, len(keys)))
-    covered = run_count * spans[run_start]
+    # One sortable key per bigram: doc in the top bits, then 40+ bits of the bigram hash, then its
+    # byte span (equal bigrams have equal spans), so a plain sort groups bigrams per document.
+    doc_bits = max((n_docs - 1).bit_length(), 1)
+    hash_bits = 64 - doc_bits - _SPAN_BITS
+    bigrams = batch.hashes[:-1] * np.uint64(0x100000001B3) + batch.hashes[1:]
+    spans = np.minimum(batch.lengths[:-1] + batch.lengths[1:], (1 << _SPAN_BITS) - 1).astype(np.uint64)
+    keys = (
+        (doc_of_word[:-1].astype(np.uint64) << np.uint64(64 - doc_bits))
+        | ((bigrams >> np.uint64(64 - hash_bits)) << np.uint64(_SPAN_BITS))
+        | spans
+    )[same_doc]
+    keys.sort()
+    run_start = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    run_keys = keys[run_start]
+    covered = np.diff(np.append(run_start, len(keys))) * (run_keys & np.uint64((1 << _SPAN_BITS) - 1))
+    run_doc = (run_keys >> np.uint64(64 - doc_bits)).astype(np.int64)
+    doc_first = np.flatnonzero(np.concatenate([[True], run_doc[1:] != run_doc[:-1]]))
     best = np.zeros(n_docs, dtype=np.float64)
-    np.maximum.at(best, docs[run_start], covered.astype(np.float64))
+    best[run_doc[doc_first]] = np.maximum.reduceat(covered, doc_first)
     word_bytes = np.add.reduceat(batch.lengths, np.minimum(batch.offsets[:-1], total - 1)).astype(np.float64)
     has_words = np.diff(batch.offsets) > 0
     result[has_words] = np.minimum(best[has_words] / np.maximum(word_bytes[has_words], 1.0), 1.0)
