@@ -102,6 +102,7 @@ class HeuristicsConfig(_Strict):
     by_domain: dict[str, HeuristicThresholds] = Field(default_factory=_structured_thresholds)
 
     def for_domain(self, domain: str) -> HeuristicThresholds:
+        """The thresholds that apply to documents tagged ``domain``."""
         return self.by_domain.get(domain, self.default)
 
 

@@ -67,6 +67,7 @@ class CurationPlan:
 
     @property
     def version(self) -> str:
+        """The dataset version id (``ds-...``)."""
         return self.header["version"]
 
 

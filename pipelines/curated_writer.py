@@ -49,14 +49,17 @@ _MAP_COLUMNS = ("domain_scores", "quality")
 
 
 def unit_file(folder: Path | str, unit: int) -> Path:
+    """Stage-1 output of input unit ``unit``."""
     return Path(folder) / f"unit-{unit:05d}.parquet"
 
 
 def decisions_file(folder: Path | str, unit: int) -> Path:
+    """Stage-2 dedup decisions for the live rows of input unit ``unit``."""
     return Path(folder) / f"decisions-{unit:05d}.parquet"
 
 
 def part_name(unit: int) -> str:
+    """File name of the final kept/dropped part of input unit ``unit``."""
     return f"part-{unit:05d}.parquet"
 
 

@@ -18,6 +18,7 @@ DROP_REASON = "drop_reason"
 
 
 def is_dropped(doc: Document) -> bool:
+    """Whether an earlier step already removed this document."""
     return DROP_STEP in doc.metadata
 
 

@@ -61,6 +61,7 @@ class WordBatch:
     offsets: np.ndarray  # int64, len n_docs + 1
 
     def doc_hashes(self, index: int) -> np.ndarray:
+        """Word hashes of document ``index`` (a view, no copy)."""
         return self.hashes[self.offsets[index] : self.offsets[index + 1]]
 
 
