@@ -3,6 +3,15 @@
 Models are referenced by name, sha256 or local ``.bin`` path; ``"default"`` means the bundled
 model of that task (trained on the sample corpus by ``classifiers.defaults``). The executor is a
 config choice, so moving from local processes to Ray or Slurm needs no code change.
+
+A config file (YAML or JSON) lists only what differs from the defaults, for example::
+
+    inputs: ["corpus/*.jsonl.gz", "s3://bucket/extra.parquet"]
+    executor: {kind: local, tasks: 4}
+    quality: {classifiers: {fasttext_hq: default, edu: /models/edu.bin}, min_score: 0.3}
+    heuristics: {by_domain: {code: {min_words: 3, max_duplicate_line_ratio: 0.7}}}
+    dedup: {num_bands: 20, rows_per_band: 5, jaccard_threshold: 0.8}
+    decontam: {eval_files: [evals/humaneval.jsonl.gz, evals/gsm8k.jsonl], ngram: 13}
 """
 
 from __future__ import annotations
