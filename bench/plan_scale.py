@@ -25,7 +25,7 @@ import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -61,48 +61,51 @@ class StagePlan:
     mem_concurrent_gb: float
 
 
-_MEASURED = "bench/RESULTS.md, Scale: `python bench/plan_scale.py --docs {n} --measure /tmp/scale-measure --corpus grown-40k.jsonl.gz`"
-_SLOPE = " (n = 20000 and 40000: slope for per-doc figures)"
+_MEASURED = (
+    "bench/RESULTS.md, Scale: `python bench/plan_scale.py --docs N --measure /tmp/scale-measure "
+    "--corpus grown-40k.jsonl.gz` at N = 20000 and 40000"
+)
 
-# The curation stages as built (pipelines/curate.py), measured on a 40k-doc grown corpus with
-# planted duplicates (bench/grow_corpus.py --docs 40000 --seed 1). Rerun --measure on your own
-# hardware and pass --rates to plan with your figures.
+# The curation stages as built (pipelines/curate.py at commit 4d1fa93), measured on a 40k-doc
+# grown corpus with planted duplicates (bench/grow_corpus.py --docs 40000 --seed 1): rates at
+# N = 40000 (dedup: marginal, its cost grows with candidate pairs), per-doc memory as the RSS
+# slope from N = 20000 to 40000. Rerun --measure on your hardware and pass --rates to use yours.
 RATES: tuple[StageRate, ...] = (
     StageRate(
         stage="1 annotate (read..minhash signature)",
         unit="docs",
-        per_core_s=1596.0,
+        per_core_s=1814.0,
         parallel=True,
-        task_mem_mb=300.0,
-        source=_MEASURED.format(n=40000) + "; RSS flat from 20k to 40k docs",
+        task_mem_mb=305.0,
+        file_bytes_per_doc=155.0,
+        source=_MEASURED,
     ),
     StageRate(
         stage="2 dedup clustering (one task)",
         unit="docs",
-        per_core_s=11525.0,
+        per_core_s=13014.0,
         parallel=False,
-        task_mem_mb=166.0,
-        corpus_bytes_per_doc=11436.0,
-        source=_MEASURED.format(n=40000) + _SLOPE + "; bytes include candidate texts re-read for verification",
+        task_mem_mb=213.0,
+        corpus_bytes_per_doc=2565.0,
+        source=_MEASURED + "; marginal rate",
     ),
     StageRate(
         stage="3 write kept/dropped parts",
         unit="docs",
-        per_core_s=32586.0,
+        per_core_s=36807.0,
         parallel=True,
-        task_mem_mb=193.0,
-        file_bytes_per_doc=1889.0,
-        corpus_bytes_per_doc=39.0,
-        source=_MEASURED.format(n=40000) + _SLOPE + "; corpus bytes = Arrow size of decisions.parquet, read whole by every task",
+        task_mem_mb=178.0,
+        file_bytes_per_doc=2594.0,
+        source=_MEASURED,
     ),
     StageRate(
         stage="4 publish + manifest (one task)",
         unit="docs",
-        per_core_s=74411.0,
+        per_core_s=96943.0,
         parallel=False,
-        task_mem_mb=129.0,
-        corpus_bytes_per_doc=603.0,
-        source=_MEASURED.format(n=40000) + _SLOPE,
+        task_mem_mb=115.0,
+        corpus_bytes_per_doc=738.0,
+        source=_MEASURED,
     ),
 )
 
@@ -170,44 +173,52 @@ def render(plans: list[StagePlan], docs: int, cores: int, tokens_per_doc: float)
     return "\n".join(lines)
 
 
-def _run_stage(pipeline: list, queue) -> None:
-    """Child side of :func:`measure_stage`: pipe documents through the steps like an executor does."""
-    import resource
-    import time
+def run_pipeline(pipeline: list) -> None:
+    """Pipe documents through the steps of one stage, as a datatrove executor does for rank 0 of 1."""
     from collections import deque
 
-    start = time.process_time()
     data = None
     for step in pipeline:
         data = step(data, 0, 1)
     if data is not None:
         deque(data, maxlen=0)
+
+
+def _child(work: Callable[[], object], queue) -> None:
+    import resource
+    import time
+
+    start = time.process_time()
+    work()
     queue.put((time.process_time() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
 
 
-def measure_stage(pipeline: list) -> tuple[float, int]:
-    """(CPU seconds, peak RSS bytes) of one stage run in a forked child, so peaks do not mix."""
+def measure_in_child(work: Callable[[], object]) -> tuple[float, int]:
+    """(CPU seconds, peak RSS bytes) of ``work`` run in a forked child, so peaks do not mix."""
     import multiprocessing
 
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
-    child = context.Process(target=_run_stage, args=(pipeline, queue))
+    child = context.Process(target=_child, args=(work, queue))
     child.start()
-    cpu_s, peak = queue.get()
-    child.join()
+    child.join()  # the result is a few bytes: the child's put never blocks on the pipe
     if child.exitcode != 0:
-        raise SystemExit(f"plan_scale: stage {pipeline[0].name} failed")
-    return cpu_s, peak
+        raise SystemExit("plan_scale: a measured stage failed (see the traceback above)")
+    return queue.get()
 
 
 def measure(n_docs: int, work: Path, corpus: Path) -> list[dict]:
-    """Per-stage docs/CPU-s and peak RSS of the real curation stages on the first ``n_docs`` of ``corpus``."""
+    """Per-stage CPU and peak RSS of the real curation stages on the first ``n_docs`` of ``corpus``.
+
+    The last row is the peer: the same corpus through ``curate_corpus`` in one call, so the
+    stage rows can be checked to account for the whole run.
+    """
     import gzip
     import shutil
 
     from classifiers.defaults import ensure_default_models
     from pipelines.config import CurationConfig, LocalExecutor
-    from pipelines.curate import PublishDataset, plan_curation, stage_one_pipeline, step_names
+    from pipelines.curate import PublishDataset, curate_corpus, plan_curation, stage_one_pipeline, step_names
     from pipelines.curated_writer import CuratedWriter
     from pipelines.dedup.stage import DedupClusters
 
@@ -220,10 +231,11 @@ def measure(n_docs: int, work: Path, corpus: Path) -> list[dict]:
             target.write(line)
             n_lines += 1
     ensure_default_models(work / "models")
-    shutil.copytree(work / "models", root / "data" / "models")
+    for data_dir in ("data", "peer-data"):
+        shutil.copytree(work / "models", root / data_dir / "models")
     config = CurationConfig(inputs=[str(root / "input.jsonl")], executor=LocalExecutor(tasks=1, workers=1))
     plan = plan_curation(config, root / "data")
-    inter, decisions, out = root / "intermediate", root / "decisions.parquet", root / "out"
+    inter, decisions, out = root / "intermediate", root / "decisions", root / "out"
     stages = {
         "annotate": stage_one_pipeline(plan, inter, None),
         "dedup": [DedupClusters(str(inter), str(decisions), 1, config.dedup, config.inputs)],
@@ -233,8 +245,11 @@ def measure(n_docs: int, work: Path, corpus: Path) -> list[dict]:
     }
     rows = []
     for name, pipeline in stages.items():
-        cpu_s, peak = measure_stage(pipeline)
+        cpu_s, peak = measure_in_child(lambda: run_pipeline(pipeline))
         rows.append({"stage": name, "docs": n_lines, "cpu_s": cpu_s, "docs_per_cpu_s": n_lines / cpu_s, "peak_rss_mb": peak / MB})
+    cpu_s, peak = measure_in_child(lambda: curate_corpus(config, root / "peer-data"))
+    rows.append({"stage": "peer: curate_corpus, whole run", "docs": n_lines, "cpu_s": cpu_s,
+                 "docs_per_cpu_s": n_lines / cpu_s, "peak_rss_mb": peak / MB})
     return rows
 
 
@@ -252,8 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=SAMPLE_CORPUS, help="JSONL.gz corpus for --measure")
     args = parser.parse_args(argv)
     if args.measure:
-        for row in measure(args.docs, args.measure, args.corpus):
+        rows = measure(args.docs, args.measure, args.corpus)
+        for row in rows:
             print(json.dumps(row))
+        stages_cpu = sum(row["cpu_s"] for row in rows[:-1])
+        print(f"ratio sum of stages / peer (whole curate_corpus run): {stages_cpu / rows[-1]['cpu_s']:.2f}x CPU-seconds")
         return 0
     if args.cores is None:
         parser.error("--cores is required to plan")
