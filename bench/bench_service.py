@@ -8,11 +8,12 @@
    builds (POST /mixtures, a few distinct specs so identical builds collide): counts 5xx answers
    and checks every job id handed out exists at the end and finished ``succeeded``.
 
-Both servers get the same number of worker processes; the load generator is one asyncio
-process speaking minimal HTTP/1.1 with keep-alive, identical for both peers. The mixture is
+Levels 1 and 2 are driven by ``wrk`` (Debian package ``wrk``; C, so the load generator does
+not steal the CPU the Python server needs), identical for both peers; the mixed test uses a
+small asyncio HTTP/1.1 client because it must read job ids from the answers. The mixture is
 built by the real pipeline (``write_sample_dataset`` + ``materialize_mixture``).
 
-Run: python bench/bench_service.py [--workers 2] [--seconds 4]
+Run: python bench/bench_service.py [--workers 2] [--nginx-workers 2] [--seconds 4]
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import random
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -148,59 +148,6 @@ class Connection:
             self.writer.close()
 
 
-async def run_clients(clients: int, seconds: float, work) -> list:
-    """Run ``work(conn, results)`` in a loop on ``clients`` connections for ``seconds``."""
-    results: list = []
-    deadline = time.perf_counter() + seconds
-
-    async def client(index: int) -> None:
-        conn = Connection(work.port)
-        try:
-            while time.perf_counter() < deadline:
-                await work(conn, results, index)
-        finally:
-            conn.close()
-
-    await asyncio.gather(*(client(i) for i in range(clients)))
-    return results
-
-
-class ManifestWork:
-    def __init__(self, port: int, path: str):
-        self.port, self.path = port, path
-
-    async def __call__(self, conn: Connection, results: list, index: int) -> None:
-        started = time.perf_counter()
-        status, _, _ = await conn.request("GET", self.path)
-        assert status == 200, status
-        results.append(time.perf_counter() - started)
-
-
-class ShardWork:
-    def __init__(self, port: int, paths: list[str]):
-        self.port, self.paths = port, paths
-        self.turn = 0
-
-    async def __call__(self, conn: Connection, results: list, index: int) -> None:
-        path = self.paths[(index + self.turn) % len(self.paths)]
-        self.turn += 1
-        status, length, _ = await conn.request("GET", path)
-        assert status == 200, status
-        results.append(length)
-
-
-def measure_manifest(port: int, path: str, clients: int, seconds: float) -> dict:
-    latencies = sorted(asyncio.run(run_clients(clients, seconds, ManifestWork(port, path))))
-    return {"p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
-            "rps": len(latencies) / seconds}
-
-
-def measure_shards(port: int, paths: list[str], clients: int, seconds: float) -> float:
-    started = time.perf_counter()
-    sizes = asyncio.run(run_clients(clients, seconds, ShardWork(port, paths)))
-    return sum(sizes) / (time.perf_counter() - started) / 1e6
-
-
 async def mixed_load(port: int, version: str, shard_paths: list[str], specs: list[dict], clients: int, seconds: float) -> dict:
     statuses: dict[int, int] = {}
     job_ids: set[str] = set()
@@ -253,12 +200,54 @@ async def settle_jobs(port: int, job_ids: set[str], timeout: float) -> dict[str,
     return states
 
 
+WRK_REPORT = """
+done = function(summary, latency, requests)
+  io.write(string.format("WRK %d %d %d %d %d %d %d\\n", summary.duration, summary.requests, summary.bytes,
+    latency:percentile(50), latency:percentile(99), summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+def wrk(port: int, path: str, clients: int, seconds: float, script: Path) -> dict:
+    """Run wrk on one URL: latencies in ms, MB/s, requests/s, non-2xx/3xx answers and socket errors."""
+    command = ["wrk", f"-t{min(clients, 2)}", f"-c{clients}", f"-d{seconds:g}s", "-s", str(script),
+               f"http://127.0.0.1:{port}{path}"]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    line = next(line for line in output.splitlines() if line.startswith("WRK "))
+    duration_us, requests, size, p50, p99, bad_status, socket_errors = map(int, line.split()[1:])
+    return {"p50_ms": p50 / 1000, "p99_ms": p99 / 1000, "rps": requests / (duration_us / 1e6),
+            "mb_s": size / duration_us, "bad_status": bad_status, "socket_errors": socket_errors}
+
+
+def compare_levels(midmix_port: int, nginx_port: int, version: str, shard: str, seconds: float, script: Path) -> int:
+    """Print the manifest-latency and shard-throughput table; returns the count of bad answers."""
+    print("\n| clients | manifest p50 / p99 ms, midmix | nginx | manifest req/s midmix / nginx "
+          "| shard MB/s midmix | nginx | shard throughput midmix/nginx |")
+    print("|---|---|---|---|---|---|---|")
+    bad = 0
+    for clients in LEVELS:
+        ours = wrk(midmix_port, f"/mixtures/{version}", clients, seconds, script)
+        peer = wrk(nginx_port, f"/{version}/manifest.json", clients, seconds, script)
+        ours_shard = wrk(midmix_port, f"/mixtures/{version}/files/{shard}", clients, seconds, script)
+        peer_shard = wrk(nginx_port, f"/{version}/{shard}", clients, seconds, script)
+        bad += sum(run["bad_status"] for run in (ours, peer, ours_shard, peer_shard))
+        print(f"| {clients} | {ours['p50_ms']:.2f} / {ours['p99_ms']:.2f} | {peer['p50_ms']:.2f} / {peer['p99_ms']:.2f} "
+              f"| {ours['rps']:,.0f} / {peer['rps']:,.0f} | {ours_shard['mb_s']:,.0f} | {peer_shard['mb_s']:,.0f} "
+              f"| {ours_shard['mb_s'] / peer_shard['mb_s']:.2f}x |", flush=True)
+    return bad
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=2, help="worker processes for both midmix and nginx")
+    parser.add_argument("--workers", type=int, default=2, help="midmix serve --workers")
+    parser.add_argument("--nginx-workers", type=int, default=None, help="nginx worker_processes (default: --workers)")
     parser.add_argument("--seconds", type=float, default=4.0, help="measurement time per level")
     parser.add_argument("--budget", type=int, default=12_000_000, help="phase token budget (sets shard sizes)")
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("bench_service needs wrk: apt-get install wrk", file=sys.stderr)
+        return 2
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-service-"))
     data_dir = scratch / "data"
@@ -266,29 +255,25 @@ def main() -> int:
     manifest = materialize_mixture(MixtureSpec.model_validate(spec("bench", args.budget)), data_dir)
     version = manifest["version"]
     shards = [s for c in manifest["phases"][0]["components"] for s in c["shards"]]
-    print(f"mixture {version}: {len(shards)} shards, {sum(s['bytes'] for s in shards) / 1e6:.1f} MB; "
-          f"workers={args.workers}, {args.seconds:g} s per level, cpus={os.cpu_count()}, "
+    nginx_workers = args.nginx_workers or args.workers
+    print(f"mixture {version}: {len(shards)} shards, {sum(s['bytes'] for s in shards) / 1e6:.1f} MB "
+          f"(largest {shards[0]['bytes'] / 1e6:.1f} MB is the one downloaded); midmix workers={args.workers}, "
+          f"nginx workers={nginx_workers}, {args.seconds:g} s per level, cpus={os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.1f}")
-
-    midmix, midmix_port = start_midmix(data_dir, args.workers)
-    nginx_dir = scratch / "nginx"
-    nginx_dir.mkdir()
-    nginx, nginx_port = start_nginx(data_dir / "mixtures", args.workers, nginx_dir)
+    script = scratch / "report.lua"
+    script.write_text(WRK_REPORT)
+    (scratch / "nginx").mkdir()
+    servers: list[subprocess.Popen] = []
     try:
-        print("\n| clients | manifest p50 / p99 ms, midmix | nginx | shard MB/s midmix | nginx | throughput ratio midmix/nginx |")
-        print("|---|---|---|---|---|---|")
-        for clients in LEVELS:
-            ours = measure_manifest(midmix_port, f"/mixtures/{version}", clients, args.seconds)
-            peer = measure_manifest(nginx_port, f"/{version}/manifest.json", clients, args.seconds)
-            ours_mbs = measure_shards(midmix_port, [f"/mixtures/{version}/files/{s['path']}" for s in shards], clients,
-                                      args.seconds)
-            peer_mbs = measure_shards(nginx_port, [f"/{version}/{s['path']}" for s in shards], clients, args.seconds)
-            print(f"| {clients} | {ours['p50_ms']:.2f} / {ours['p99_ms']:.2f} | {peer['p50_ms']:.2f} / {peer['p99_ms']:.2f} "
-                  f"| {ours_mbs:,.0f} | {peer_mbs:,.0f} | {ours_mbs / peer_mbs:.2f}x |", flush=True)
+        midmix, midmix_port = start_midmix(data_dir, args.workers)
+        servers.append(midmix)
+        nginx, nginx_port = start_nginx(data_dir / "mixtures", nginx_workers, scratch / "nginx")
+        servers.append(nginx)
+        bad = compare_levels(midmix_port, nginx_port, version, shards[0]["path"], args.seconds, script)
 
         specs = [spec(f"load-{k}", 200_000 + 10_000 * k) for k in range(4)]
-        mixed = asyncio.run(mixed_load(midmix_port, version, [f"/mixtures/{version}/files/{s['path']}" for s in shards],
-                                       specs, 64, args.seconds * 2))
+        shard_urls = [f"/mixtures/{version}/files/{s['path']}" for s in shards]
+        mixed = asyncio.run(mixed_load(midmix_port, version, shard_urls, specs, 64, args.seconds * 2))
         states = asyncio.run(settle_jobs(midmix_port, mixed["job_ids"], timeout=300))
         server_errors = sum(count for status, count in mixed["statuses"].items() if status >= 500)
         lost = [job_id for job_id, state in states.items() if state != "succeeded"]
@@ -296,10 +281,10 @@ def main() -> int:
               f"statuses {dict(sorted(mixed['statuses'].items()))}, 5xx={server_errors}; "
               f"{len(mixed['job_ids'])} distinct jobs for {len(specs)} distinct specs, "
               f"not succeeded={len(lost)} {lost}")
-        return 1 if server_errors or lost else 0
+        return 1 if server_errors or lost or bad else 0
     finally:
-        for process in (midmix, nginx):
-            process.send_signal(signal.SIGINT if process is midmix else signal.SIGQUIT)
+        for process in servers:
+            process.send_signal(signal.SIGINT if process is servers[0] else signal.SIGQUIT)
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
