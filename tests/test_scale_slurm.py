@@ -65,7 +65,7 @@ def slurm_run(tmp_path_factory, default_models_dir, corpus_subset):
         inputs=inputs,
         executor=SlurmExecutor(
             kind="slurm", tasks=3, partition="cpu", time="02:00:00", cpus_per_task=2, mem_per_cpu_gb=4,
-            sbatch_args={"account": "midmix"},
+            qos="high", venv_path="/shared/midmix/.venv/bin/activate", sbatch_args={"account": "midmix"},
         ),
     )
     with pytest.MonkeyPatch.context() as monkeypatch:
@@ -106,7 +106,9 @@ def test_sbatch_scripts_carry_the_configured_resources(slurm_run):
         script = jobs[job_id][0]
         directives = sbatch_directives(script)
         assert (directives["partition"], directives["time"], directives["account"]) == ("cpu", "02:00:00", "midmix")
-        assert (directives["cpus-per-task"], directives["mem-per-cpu"]) == ("2", "4G")
+        assert (directives["cpus-per-task"], directives["mem-per-cpu"], directives["qos"]) == ("2", "4G", "high")
+        # The compute node runs `launch_pickled_pipeline` from the configured environment.
+        assert re.search(r"^source /shared/midmix/\.venv/bin/activate$", script, flags=re.M)
         arrays.append(directives["array"])
         assert re.search(r"^srun +-l -n 1 launch_pickled_pipeline \S+/executor\.pik$", script, flags=re.M)
     # Stages 1 and 3 run one task per input file; dedup and publish are single global tasks.
