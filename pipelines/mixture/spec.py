@@ -158,7 +158,11 @@ class LRSegment(_Strict):
 
 
 class EvalSplitSpec(_Strict):
-    """Held-out documents per domain (a fraction or a count), never in training shards."""
+    """Held-out documents per domain (a fraction or a count), never in training shards.
+
+    Mixture-wide (the manifest has one ``eval`` map keyed by domain): a fraction rounds half up and
+    keeps at least one document per domain; which documents is decided by a seeded hash of the id.
+    """
 
     fraction: float | None = Field(default=None, gt=0, lt=1)
     count: int | None = Field(default=None, gt=0)
