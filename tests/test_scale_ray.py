@@ -72,7 +72,9 @@ def ray_cluster():
     log_path = Path(temp_dir) / "ray-start.log"
     # A file, not a pipe: the daemons `ray start` leaves behind inherit it and would hold a pipe open.
     with open(log_path, "w") as log:
-        head = subprocess.Popen(ray_start_command(port, temp_dir), env=env, start_new_session=True, stdout=log, stderr=log)
+        head = subprocess.Popen(
+            ray_start_command(port, temp_dir), env=env, start_new_session=True, stdout=log, stderr=log
+        )
         head.wait(timeout=120)
     address = f"127.0.0.1:{port}"
     try:

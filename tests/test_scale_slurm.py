@@ -34,7 +34,7 @@ STAGES = ("annotate", "dedup", "write", "publish")
 
 
 def sbatch_directives(script: str) -> dict[str, str]:
-    return dict(re.findall(r"^#SBATCH --([\w-]+)(?:=(.*))?$", script, flags=re.M))
+    return dict(re.findall(r"^#SBATCH --([\w-]+)(?:=(.*))?$", script, flags=re.MULTILINE))
 
 
 def install_fake_sbatch(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -64,8 +64,15 @@ def slurm_run(tmp_path_factory, default_models_dir, corpus_subset):
     config = CurationConfig(
         inputs=inputs,
         executor=SlurmExecutor(
-            kind="slurm", tasks=3, partition="cpu", time="02:00:00", cpus_per_task=2, mem_per_cpu_gb=4,
-            qos="high", venv_path="/shared/midmix/.venv/bin/activate", sbatch_args={"account": "midmix"},
+            kind="slurm",
+            tasks=3,
+            partition="cpu",
+            time="02:00:00",
+            cpus_per_task=2,
+            mem_per_cpu_gb=4,
+            qos="high",
+            venv_path="/shared/midmix/.venv/bin/activate",
+            sbatch_args={"account": "midmix"},
         ),
     )
     with pytest.MonkeyPatch.context() as monkeypatch:
@@ -108,9 +115,9 @@ def test_sbatch_scripts_carry_the_configured_resources(slurm_run):
         assert (directives["partition"], directives["time"], directives["account"]) == ("cpu", "02:00:00", "midmix")
         assert (directives["cpus-per-task"], directives["mem-per-cpu"], directives["qos"]) == ("2", "4G", "high")
         # The compute node runs `launch_pickled_pipeline` from the configured environment.
-        assert re.search(r"^source /shared/midmix/\.venv/bin/activate$", script, flags=re.M)
+        assert re.search(r"^source /shared/midmix/\.venv/bin/activate$", script, flags=re.MULTILINE)
         arrays.append(directives["array"])
-        assert re.search(r"^srun +-l -n 1 launch_pickled_pipeline \S+/executor\.pik$", script, flags=re.M)
+        assert re.search(r"^srun +-l -n 1 launch_pickled_pipeline \S+/executor\.pik$", script, flags=re.MULTILINE)
     # Stages 1 and 3 run one task per input file; dedup and publish are single global tasks.
     assert arrays == ["0-2", "0-0", "0-2", "0-0"]
 

@@ -57,7 +57,10 @@ def test_list_files_expands_globs_and_folders_keeping_the_scheme(memory_root):
 def test_file_urls_and_plain_paths_name_the_same_files(tmp_path):
     (tmp_path / "b.jsonl").write_text("{}\n")
     (tmp_path / "a.jsonl").write_text("{}\n")
-    assert storage.list_files(f"file://{tmp_path}/*.jsonl") == [f"file://{tmp_path}/a.jsonl", f"file://{tmp_path}/b.jsonl"]
+    assert storage.list_files(f"file://{tmp_path}/*.jsonl") == [
+        f"file://{tmp_path}/a.jsonl",
+        f"file://{tmp_path}/b.jsonl",
+    ]
     assert storage.list_files(str(tmp_path / "*.jsonl")) == [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
     assert storage.sha256(f"file://{tmp_path}/a.jsonl") == storage.sha256(tmp_path / "a.jsonl")
 
@@ -115,7 +118,9 @@ def test_curation_reads_inputs_from_memory_and_file_urls(tmp_path, memory_root, 
     results = {}
     for name, location in locations.items():
         data_dir = make_data_dir(tmp_path / name, default_models_dir)
-        manifest = curate_corpus(CurationConfig(inputs=[location], executor=LocalExecutor(tasks=1, workers=1)), data_dir)
+        manifest = curate_corpus(
+            CurationConfig(inputs=[location], executor=LocalExecutor(tasks=1, workers=1)), data_dir
+        )
         parts = sorted((data_dir / "datasets" / manifest["version"] / "data").glob("*.parquet"))
         results[name] = (manifest["version"], manifest["counts"], [storage.sha256(part) for part in parts])
         assert manifest["inputs"][0]["sha256"] == storage.sha256(corpus)
