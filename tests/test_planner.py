@@ -164,3 +164,18 @@ def test_eval_split_is_held_out_of_training_availability(sample_dir):
     assert after.eval["math"].docs == 7
     assert after.phases[0].components[0].available_docs == before.phases[0].components[0].available_docs - 7
     assert after.phases[0].components[0].available_tokens == before.phases[0].components[0].available_tokens - after.eval["math"].tokens
+
+
+def test_a_document_in_several_listed_datasets_counts_once(tmp_path):
+    small = write_sample_dataset(tmp_path, SAMPLE, limit=200)["version"]
+    large = write_sample_dataset(tmp_path, SAMPLE, limit=300)["version"]
+    spec = _one_component({"column": "domain", "op": "==", "value": "web"})
+    plans = {}
+    with Catalog(tmp_path) as catalog:
+        for datasets in ([small], [large], [small, large]):
+            spec["phases"][0]["components"][0]["datasets"] = datasets
+            plans[tuple(datasets)] = plan_mixture(parse_spec(spec), catalog).phases[0].components[0]
+    # The first 200 documents are in both versions: the union is the larger one, never 500.
+    assert plans[(small, large)].available_docs == plans[(large,)].available_docs > plans[(small,)].available_docs
+    assert plans[(small, large)].available_tokens == plans[(large,)].available_tokens
+    assert plans[(small, large)].datasets == [small, large]
