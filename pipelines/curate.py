@@ -265,21 +265,35 @@ def _executor(config: CurationConfig, pipeline: list, tasks: int, logging_dir: P
 
 @contextmanager
 def _datatrove_logs_to(path: Path) -> Iterator[None]:
-    """Send datatrove's console logging to a file: the CLI shows our progress, not task logs."""
+    """Send datatrove's console logging to a file: the CLI shows our progress, not task logs.
+
+    Worker processes (local pool, forkserver) write to file descriptor 2, so that is redirected
+    too, not only ``sys.stderr``; ``console_stream`` keeps a handle on the real terminal.
+    """
     from loguru import logger
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as log_file:
-        saved = sys.stderr
+        sys.stderr.flush()
+        saved_stream, saved_fd = sys.stderr, os.dup(2)
+        os.dup2(log_file.fileno(), 2)
         sys.stderr = log_file
         logger.remove()
         logger.add(log_file, level="INFO")
         try:
             yield
         finally:
-            sys.stderr = saved
+            log_file.flush()
+            sys.stderr = saved_stream
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
             logger.remove()
             logger.add(sys.stderr, level="WARNING")
+
+
+def console_stream() -> Any:
+    """A text stream on the terminal's stderr that survives the log redirection above (for tqdm)."""
+    return os.fdopen(os.dup(2), "w", buffering=1)
 
 
 def curate_corpus(config: CurationConfig, data_dir: Path, progress: ProgressCallback | None = None) -> dict:
@@ -292,6 +306,9 @@ def curate_corpus(config: CurationConfig, data_dir: Path, progress: ProgressCall
     tasks = min(config.executor.tasks, len(plan.units))  # a task reads whole input files
     work = data_dir / ".staging" / f"curate-{plan.version}" / f"tasks-{tasks}"
     in_process = config.executor.kind == "local" and (config.executor.workers == 1 or tasks == 1)
+    # Steps get the callback only when every stage runs in this process: a worker pool pickles each
+    # executor with its dependencies, callback included. (A closure, so datatrove's deepcopy of
+    # the pipeline keeps calling the caller's object.)
     report = (lambda step, done, total: progress(step, done, total)) if progress and in_process else None
     n_units = len(plan.units)
     decisions = work / "dedup"

@@ -56,6 +56,9 @@ class _Bars:
     """One tqdm bar per curation stage, fed by ``curate_corpus``'s progress callback."""
 
     def __init__(self) -> None:
+        from pipelines.curate import console_stream
+
+        self.stream = console_stream()
         self.bars: dict[str, Any] = {}
 
     def __call__(self, step: str, done: int, total: int | None) -> None:
@@ -63,7 +66,7 @@ class _Bars:
 
         bar = self.bars.get(step)
         if bar is None:
-            bar = self.bars[step] = tqdm(desc=step, total=total, unit="doc", file=sys_stderr(), leave=True)
+            bar = self.bars[step] = tqdm(desc=step, total=total, unit="doc", file=self.stream, leave=True)
         if total is not None and bar.total != total:
             bar.total = total
         bar.update(done - bar.n)
@@ -71,13 +74,7 @@ class _Bars:
     def close(self) -> None:
         for bar in self.bars.values():
             bar.close()
-
-
-def sys_stderr() -> Any:
-    """The real stderr: curation redirects ``sys.stderr`` to a log file while datatrove runs."""
-    import sys
-
-    return sys.__stderr__
+        self.stream.close()
 
 
 def run_curate(args: argparse.Namespace) -> int:
