@@ -68,7 +68,8 @@ def ray_cluster():
     patch = pytest.MonkeyPatch()
     patch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     patch.setenv("RAY_USAGE_STATS_ENABLED", "0")
-    env = dict(os.environ)
+    # Ray workers inherit the head's environment; datatrove writes task logs under TMPDIR/ray_logs.
+    env = {**os.environ, "TMPDIR": temp_dir}
     log_path = Path(temp_dir) / "ray-start.log"
     # A file, not a pipe: the daemons `ray start` leaves behind inherit it and would hold a pipe open.
     with open(log_path, "w") as log:
