@@ -35,9 +35,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipelines.mixture.build import materialize_mixture  # noqa: E402
-from pipelines.mixture.sample_dataset import write_sample_dataset  # noqa: E402
-from pipelines.mixture.spec import MixtureSpec  # noqa: E402
+from pipelines.mixture.build import materialize_mixture
+from pipelines.mixture.sample_dataset import write_sample_dataset
+from pipelines.mixture.spec import MixtureSpec
 
 CORPUS = REPO / "data" / "sample-corpus" / "corpus.jsonl.gz"
 LEVELS = (1, 16, 64)
@@ -45,6 +45,7 @@ LEVELS = (1, 16, 64)
 
 def spec(name: str, budget: int) -> dict:
     """A one-phase web/code/math spec over the latest dataset."""
+
     def domain(value: str) -> dict:
         return {"column": "domain", "op": "==", "value": value}
 
@@ -86,7 +87,9 @@ def start_nginx(root: Path, workers: int, scratch: Path) -> tuple[subprocess.Pop
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     port = free_port()
     user = "user root;" if os.geteuid() == 0 else ""  # workers must read our 0700 temp dirs
-    temp = "\n".join(f"{name}_temp_path {scratch}/{name};" for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temp = "\n".join(
+        f"{name}_temp_path {scratch}/{name};" for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     config = scratch / "nginx.conf"
     config.write_text(f"""
 {user}
@@ -116,7 +119,9 @@ class Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> tuple[int, int, bytes]:
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict | None = None
+    ) -> tuple[int, int, bytes]:
         """(status, body bytes, body if small) — large bodies are read and discarded."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port, limit=1 << 20)
@@ -148,7 +153,9 @@ class Connection:
             self.writer.close()
 
 
-async def mixed_load(port: int, version: str, shard_paths: list[str], specs: list[dict], clients: int, seconds: float) -> dict:
+async def mixed_load(
+    port: int, version: str, shard_paths: list[str], specs: list[dict], clients: int, seconds: float
+) -> dict:
     statuses: dict[int, int] = {}
     job_ids: set[str] = set()
     deadline = time.perf_counter() + seconds
@@ -171,8 +178,9 @@ async def mixed_load(port: int, version: str, shard_paths: list[str], specs: lis
                     status, _, _ = await conn.request("GET", "/jobs")
                 else:
                     start = rng.randrange(0, 1 << 20)
-                    status, _, _ = await conn.request("GET", rng.choice(shard_paths),
-                                                      headers={"Range": f"bytes={start}-{start + (1 << 18) - 1}"})
+                    status, _, _ = await conn.request(
+                        "GET", rng.choice(shard_paths), headers={"Range": f"bytes={start}-{start + (1 << 18) - 1}"}
+                    )
                 statuses[status] = statuses.get(status, 0) + 1
         finally:
             conn.close()
@@ -191,8 +199,10 @@ async def settle_jobs(port: int, job_ids: set[str], timeout: float) -> dict[str,
             for job_id in sorted(job_ids):
                 status, _, body = await conn.request("GET", f"/jobs/{job_id}")
                 states[job_id] = json.loads(body)["state"] if status == 200 else f"HTTP {status}"
-            if all(state in ("succeeded", "failed", "cancelled", "interrupted") or state.startswith("HTTP")
-                   for state in states.values()):
+            if all(
+                state in ("succeeded", "failed", "cancelled", "interrupted") or state.startswith("HTTP")
+                for state in states.values()
+            ):
                 break
             await asyncio.sleep(0.5)
     finally:
@@ -211,19 +221,34 @@ end
 
 def wrk(port: int, path: str, clients: int, seconds: float, script: Path) -> dict:
     """Run wrk on one URL: latencies in ms, MB/s, requests/s, non-2xx/3xx answers and socket errors."""
-    command = ["wrk", f"-t{min(clients, 2)}", f"-c{clients}", f"-d{seconds:g}s", "-s", str(script),
-               f"http://127.0.0.1:{port}{path}"]
+    command = [
+        "wrk",
+        f"-t{min(clients, 2)}",
+        f"-c{clients}",
+        f"-d{seconds:g}s",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{port}{path}",
+    ]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     line = next(line for line in output.splitlines() if line.startswith("WRK "))
     duration_us, requests, size, p50, p99, bad_status, socket_errors = map(int, line.split()[1:])
-    return {"p50_ms": p50 / 1000, "p99_ms": p99 / 1000, "rps": requests / (duration_us / 1e6),
-            "mb_s": size / duration_us, "bad_status": bad_status, "socket_errors": socket_errors}
+    return {
+        "p50_ms": p50 / 1000,
+        "p99_ms": p99 / 1000,
+        "rps": requests / (duration_us / 1e6),
+        "mb_s": size / duration_us,
+        "bad_status": bad_status,
+        "socket_errors": socket_errors,
+    }
 
 
 def compare_levels(midmix_port: int, nginx_port: int, version: str, shard: str, seconds: float, script: Path) -> int:
     """Print the manifest-latency and shard-throughput table; returns the count of bad answers."""
-    print("\n| clients | manifest p50 / p99 ms, midmix | nginx | manifest req/s midmix / nginx "
-          "| shard MB/s midmix | nginx | shard throughput midmix/nginx |")
+    print(
+        "\n| clients | manifest p50 / p99 ms, midmix | nginx | manifest req/s midmix / nginx "
+        "| shard MB/s midmix | nginx | shard throughput midmix/nginx |"
+    )
     print("|---|---|---|---|---|---|---|")
     bad = 0
     for clients in LEVELS:
@@ -232,9 +257,12 @@ def compare_levels(midmix_port: int, nginx_port: int, version: str, shard: str, 
         ours_shard = wrk(midmix_port, f"/mixtures/{version}/files/{shard}", clients, seconds, script)
         peer_shard = wrk(nginx_port, f"/{version}/{shard}", clients, seconds, script)
         bad += sum(run["bad_status"] for run in (ours, peer, ours_shard, peer_shard))
-        print(f"| {clients} | {ours['p50_ms']:.2f} / {ours['p99_ms']:.2f} | {peer['p50_ms']:.2f} / {peer['p99_ms']:.2f} "
-              f"| {ours['rps']:,.0f} / {peer['rps']:,.0f} | {ours_shard['mb_s']:,.0f} | {peer_shard['mb_s']:,.0f} "
-              f"| {ours_shard['mb_s'] / peer_shard['mb_s']:.2f}x |", flush=True)
+        print(
+            f"| {clients} | {ours['p50_ms']:.2f} / {ours['p99_ms']:.2f} | {peer['p50_ms']:.2f} / {peer['p99_ms']:.2f} "
+            f"| {ours['rps']:,.0f} / {peer['rps']:,.0f} | {ours_shard['mb_s']:,.0f} | {peer_shard['mb_s']:,.0f} "
+            f"| {ours_shard['mb_s'] / peer_shard['mb_s']:.2f}x |",
+            flush=True,
+        )
     return bad
 
 
@@ -256,10 +284,12 @@ def main() -> int:
     version = manifest["version"]
     shards = [s for c in manifest["phases"][0]["components"] for s in c["shards"]]
     nginx_workers = args.nginx_workers or args.workers
-    print(f"mixture {version}: {len(shards)} shards, {sum(s['bytes'] for s in shards) / 1e6:.1f} MB "
-          f"(largest {shards[0]['bytes'] / 1e6:.1f} MB is the one downloaded); midmix workers={args.workers}, "
-          f"nginx workers={nginx_workers}, {args.seconds:g} s per level, cpus={os.cpu_count()}, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"mixture {version}: {len(shards)} shards, {sum(s['bytes'] for s in shards) / 1e6:.1f} MB "
+        f"(largest {shards[0]['bytes'] / 1e6:.1f} MB is the one downloaded); midmix workers={args.workers}, "
+        f"nginx workers={nginx_workers}, {args.seconds:g} s per level, cpus={os.cpu_count()}, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     script = scratch / "report.lua"
     script.write_text(WRK_REPORT)
     (scratch / "nginx").mkdir()
@@ -277,10 +307,12 @@ def main() -> int:
         states = asyncio.run(settle_jobs(midmix_port, mixed["job_ids"], timeout=300))
         server_errors = sum(count for status, count in mixed["statuses"].items() if status >= 500)
         lost = [job_id for job_id, state in states.items() if state != "succeeded"]
-        print(f"\nmixed load, 64 clients, {args.seconds * 2:g} s: {sum(mixed['statuses'].values()):,} requests, "
-              f"statuses {dict(sorted(mixed['statuses'].items()))}, 5xx={server_errors}; "
-              f"{len(mixed['job_ids'])} distinct jobs for {len(specs)} distinct specs, "
-              f"not succeeded={len(lost)} {lost}")
+        print(
+            f"\nmixed load, 64 clients, {args.seconds * 2:g} s: {sum(mixed['statuses'].values()):,} requests, "
+            f"statuses {dict(sorted(mixed['statuses'].items()))}, 5xx={server_errors}; "
+            f"{len(mixed['job_ids'])} distinct jobs for {len(specs)} distinct specs, "
+            f"not succeeded={len(lost)} {lost}"
+        )
         return 1 if server_errors or lost or bad else 0
     finally:
         for process in servers:

@@ -7,9 +7,9 @@ Routes hold no curation logic: they validate, call ``pipelines``, and map ``Midm
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -42,8 +42,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         finally:
             runner.stop()
 
-    app = FastAPI(title="midmix", version=__version__, lifespan=lifespan,
-                  description="Curate corpora, build versioned mid-training mixtures and serve their shards.")
+    app = FastAPI(
+        title="midmix",
+        version=__version__,
+        lifespan=lifespan,
+        description="Curate corpora, build versioned mid-training mixtures and serve their shards.",
+    )
     app.state.settings = settings
     app.state.versions = VersionStore(data_dir)
     app.state.jobs = JobStore(data_dir / "jobs")

@@ -27,32 +27,35 @@ def _settings(request: Request) -> ServiceSettings:
     return request.app.state.settings
 
 
-async def require_read(
-    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
-) -> None:
+async def require_read(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
     """Allow the request if reads are open or it carries a read or write token."""
     settings = _settings(request)
     if not settings.read_tokens:
         return
     token = credentials.credentials if credentials else None
     if token is None:
-        raise HTTPException(401, "this service needs a read token: send 'Authorization: Bearer <token>'",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401,
+            "this service needs a read token: send 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     if not (_matches(token, settings.read_tokens) or _matches(token, settings.write_tokens)):
-        raise HTTPException(401, "the bearer token is not a valid read token for this service",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401, "the bearer token is not a valid read token for this service", headers={"WWW-Authenticate": "Bearer"}
+        )
 
 
-async def require_write(
-    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
-) -> None:
+async def require_write(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
     """Allow the request if writes are open or it carries a write token."""
     settings = _settings(request)
     if not settings.write_tokens:
         return
     token = credentials.credentials if credentials else None
     if token is None:
-        raise HTTPException(401, "this endpoint changes state and needs a write token: "
-                                 "send 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401,
+            "this endpoint changes state and needs a write token: send 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     if not _matches(token, settings.write_tokens):
         raise HTTPException(403, "the bearer token is not a write token; use a token listed in write_tokens")

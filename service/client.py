@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Self
 from urllib.parse import quote
 
 import httpx
@@ -45,7 +46,7 @@ class MidmixClient:
         """Close the pooled connections."""
         self._http.close()
 
-    def __enter__(self) -> "MidmixClient":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -189,8 +190,7 @@ class MidmixClient:
             _raise_for_status(response)
             mode = "ab" if response.status_code == 206 else "wb"
             with open(partial, mode) as handle:
-                for chunk in response.iter_bytes(_CHUNK):
-                    handle.write(chunk)
+                handle.writelines(response.iter_bytes(_CHUNK))
             return response.headers.get("etag", "").strip('"') or None
 
     def _retrying(self, attempt: Callable[[], Any]) -> Any:
@@ -245,4 +245,3 @@ def _detail(response: httpx.Response) -> str:
 def _seg(value: str) -> str:
     """Quote one path segment so names cannot inject path separators."""
     return quote(str(value), safe="")
-

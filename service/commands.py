@@ -65,8 +65,15 @@ def _serve(args: argparse.Namespace) -> int:
     # Each worker process builds its own app from these settings (uvicorn factory mode).
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
     print(f"midmix serve: {settings.data_dir} on http://{args.host}:{args.port}", file=sys.stderr)
-    uvicorn.run("service.app:app_from_env", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level="warning", access_log=False)
+    uvicorn.run(
+        "service.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+        access_log=False,
+    )
     return 0
 
 
@@ -107,8 +114,9 @@ def _remote_build(args: argparse.Namespace) -> int:
 def _wait_with_bar(client, job_id: str) -> dict:
     from tqdm import tqdm
 
-    with tqdm(total=100, unit="%", desc=job_id, file=sys.stderr,
-              bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix}") as bar:
+    with tqdm(
+        total=100, unit="%", desc=job_id, file=sys.stderr, bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix}"
+    ) as bar:
 
         def show(job: dict) -> None:
             bar.n = round(job.get("progress") or 0.0, 1)
@@ -146,12 +154,16 @@ def _remote_show(args: argparse.Namespace) -> int:
         return 0
     print(f"{manifest['version']}  {manifest.get('name', '')}  tokenizer={manifest['tokenizer']['kind']}")
     for phase in manifest["phases"]:
-        print(f"  phase {phase['name']}: {phase.get('tokens', 0):,} / {phase.get('token_budget', 0):,} tokens, "
-              f"seq_len {phase.get('seq_len')}")
+        print(
+            f"  phase {phase['name']}: {phase.get('tokens', 0):,} / {phase.get('token_budget', 0):,} tokens, "
+            f"seq_len {phase.get('seq_len')}"
+        )
         for component in phase["components"]:
-            print(f"    {component['name']:<16} weight {component.get('weight', 0):.3f}  "
-                  f"{component.get('realized_tokens', 0):>12,} tokens  epochs {component.get('epochs', 0):.2f}  "
-                  f"{len(component.get('shards', []))} shard(s)")
+            print(
+                f"    {component['name']:<16} weight {component.get('weight', 0):.3f}  "
+                f"{component.get('realized_tokens', 0):>12,} tokens  epochs {component.get('epochs', 0):.2f}  "
+                f"{len(component.get('shards', []))} shard(s)"
+            )
     for name, entry in (manifest.get("eval") or {}).items():
         print(f"  eval {name}: {entry['path']} ({entry.get('rows', 0)} rows)")
     return 0

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 from fastapi import Request, Response
 from starlette.responses import FileResponse
@@ -65,8 +65,9 @@ def file_response(request: Request, served: ServedFile, media_type: str) -> Resp
     etag = f'"{served.sha256}"'
     if not_modified(request, etag):
         return Response(status_code=304, headers={"etag": etag, "cache-control": _IMMUTABLE})
-    return ShardResponse(served.path, media_type=media_type, stat_result=served.stat,
-                         headers={"etag": etag, "cache-control": _IMMUTABLE})
+    return ShardResponse(
+        served.path, media_type=media_type, stat_result=served.stat, headers={"etag": etag, "cache-control": _IMMUTABLE}
+    )
 
 
 def json_bytes_response(request: Request, body: bytes, etag: str) -> Response:

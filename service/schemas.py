@@ -36,7 +36,7 @@ class JobView(BaseModel):
     finished_at: str | None
 
     @classmethod
-    def of(cls, job: Job) -> "JobView":
+    def of(cls, job: Job) -> JobView:
         """The public view of a stored job."""
         return cls.model_validate(job.model_dump(include=set(cls.model_fields)))
 

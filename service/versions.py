@@ -12,9 +12,9 @@ import hashlib
 import json
 import os
 import re
-from stat import S_ISREG
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 from threading import Lock
 
 from midmix.errors import NotFoundError

@@ -63,8 +63,22 @@ def start_service(
 ) -> RunningService:
     """Start ``midmix serve`` on 127.0.0.1 (``env`` added to a MIDMIX_-free environment); wait for ``/health``."""
     port = port or free_port()
-    command = [sys.executable, "-m", "midmix", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--data-dir", str(data_dir), "--workers", str(workers), "--job-workers", str(job_workers)]
+    command = [
+        sys.executable,
+        "-m",
+        "midmix",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--workers",
+        str(workers),
+        "--job-workers",
+        str(job_workers),
+    ]
     if config is not None:
         config_path = data_dir.parent / f"service-{port}.json"
         config_path.write_text(json.dumps(config))
@@ -108,26 +122,68 @@ def write_fixture_mixture(data_dir: Path, version: str = "mix-00000000000000aa",
             )
             (root / relative).parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, root / relative, row_group_size=SHARD_ROW_GROUP_ROWS)
-            shard = {"path": relative, "sha256": sha256_file(root / relative), "bytes": (root / relative).stat().st_size,
-                     "rows": rows, "tokens": sum(n_tokens)}
-            entries.append({"name": component, "weight": 1 / len(components), "target_tokens": sum(n_tokens),
-                            "realized_tokens": sum(n_tokens), "docs": rows, "unique_docs": rows, "epochs": 1.0,
-                            "general": False, "selection": None, "thresholds": {}, "shards": [shard]})
-        phases.append({"name": phase, "index": index, "token_budget": sum(c["realized_tokens"] for c in entries),
-                       "seq_len": 128, "rope_theta": 10000.0, "lr": {}, "reserved_general_ratio": 0.0,
-                       "curriculum": {"key": "quality", "direction": "asc"},
-                       "tokens": sum(c["realized_tokens"] for c in entries), "docs": rows * len(entries),
-                       "components": entries})
+            shard = {
+                "path": relative,
+                "sha256": sha256_file(root / relative),
+                "bytes": (root / relative).stat().st_size,
+                "rows": rows,
+                "tokens": sum(n_tokens),
+            }
+            entries.append(
+                {
+                    "name": component,
+                    "weight": 1 / len(components),
+                    "target_tokens": sum(n_tokens),
+                    "realized_tokens": sum(n_tokens),
+                    "docs": rows,
+                    "unique_docs": rows,
+                    "epochs": 1.0,
+                    "general": False,
+                    "selection": None,
+                    "thresholds": {},
+                    "shards": [shard],
+                }
+            )
+        phases.append(
+            {
+                "name": phase,
+                "index": index,
+                "token_budget": sum(c["realized_tokens"] for c in entries),
+                "seq_len": 128,
+                "rope_theta": 10000.0,
+                "lr": {},
+                "reserved_general_ratio": 0.0,
+                "curriculum": {"key": "quality", "direction": "asc"},
+                "tokens": sum(c["realized_tokens"] for c in entries),
+                "docs": rows * len(entries),
+                "components": entries,
+            }
+        )
     (root / "eval").mkdir()
     pq.write_table(pa.Table.from_pylist([], schema=SHARD_SCHEMA), root / "eval" / "math-00000.parquet")
     (root / "tokenizer.json").write_text('{"fixture": true}')
     manifest = {
-        "kind": "mixture", "version": version, "name": "fixture", "code_version": "0.1.0",
-        "tokenizer": {"kind": "hf", "sha256": sha256_file(root / "tokenizer.json"), "vocab_size": 257,
-                      "eos_id": 256, "path": "tokenizer.json"},
+        "kind": "mixture",
+        "version": version,
+        "name": "fixture",
+        "code_version": "0.1.0",
+        "tokenizer": {
+            "kind": "hf",
+            "sha256": sha256_file(root / "tokenizer.json"),
+            "vocab_size": 257,
+            "eos_id": 256,
+            "path": "tokenizer.json",
+        },
         "phases": phases,
-        "eval": {"math": {"path": "eval/math-00000.parquet", "sha256": sha256_file(root / "eval/math-00000.parquet"),
-                          "bytes": (root / "eval/math-00000.parquet").stat().st_size, "rows": 0, "tokens": 0}},
+        "eval": {
+            "math": {
+                "path": "eval/math-00000.parquet",
+                "sha256": sha256_file(root / "eval/math-00000.parquet"),
+                "bytes": (root / "eval/math-00000.parquet").stat().st_size,
+                "rows": 0,
+                "tokens": 0,
+            }
+        },
         "lineage": {"datasets": {}},
     }
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -59,8 +59,9 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, default_models_dir: Path, corp
     service = start_service(data_dir)
     client = MidmixClient(service.url, retries=0)
     events: list[dict] = []
-    curation = client.wait(client.curate({"inputs": [str(corpus_subset)]})["id"], poll=0.2, timeout=300,
-                           on_progress=events.append)
+    curation = client.wait(
+        client.curate({"inputs": [str(corpus_subset)]})["id"], poll=0.2, timeout=300, on_progress=events.append
+    )
     build = client.wait(client.build(SPEC)["id"], poll=0.2, timeout=120)
     yield EndToEnd(service, client, curation, events, build)
     client.close()
@@ -71,8 +72,11 @@ def test_curation_job_reports_progress_and_publishes_the_dataset(e2e: EndToEnd) 
     assert (e2e.curation["state"], e2e.curation["progress"], e2e.curation["error"]) == ("succeeded", 100.0, None)
     version = e2e.curation["result"]
     manifest = e2e.client.dataset(version)
-    rows = sum(pq.read_metadata(e2e.service.data_dir / "datasets" / version / f["path"]).num_rows
-               for f in manifest["files"] if f["path"].startswith("data/"))
+    rows = sum(
+        pq.read_metadata(e2e.service.data_dir / "datasets" / version / f["path"]).num_rows
+        for f in manifest["files"]
+        if f["path"].startswith("data/")
+    )
     assert [d["version"] for d in e2e.client.datasets()] == [version]
     assert e2e.client.datasets()[0]["docs"] == manifest["counts"]["docs"] == rows
     running = [event for event in e2e.curation_events if event["state"] == "running" and event["step"] != "starting"]
@@ -99,7 +103,10 @@ def test_build_job_publishes_the_local_version_and_every_shard_downloads_intact(
         assert [sha256_file(path) for path in paths] == [s["sha256"] for s in shards]
         assert sum(pq.read_metadata(path).num_rows for path in paths) == phase["docs"]
     math_eval = manifest["eval"]["math"]
-    assert sha256_file(e2e.client.download(version, math_eval["path"], tmp_path / "eval-math.parquet")) == math_eval["sha256"]
+    assert (
+        sha256_file(e2e.client.download(version, math_eval["path"], tmp_path / "eval-math.parquet"))
+        == math_eval["sha256"]
+    )
 
 
 def test_plan_is_a_dry_run_matching_the_build(e2e: EndToEnd) -> None:
@@ -114,7 +121,9 @@ def test_diff_of_a_version_with_itself_changes_nothing(e2e: EndToEnd) -> None:
     diff = e2e.client.diff(version, version)
     assert (diff["a"], diff["b"]) == (version, version)
     assert [(phase["name"], phase["tokens_delta"]) for phase in diff["phases"]] == [
-        ("stable", 0), ("anneal", 0), ("long-context", 0)
+        ("stable", 0),
+        ("anneal", 0),
+        ("long-context", 0),
     ]
 
 
@@ -140,20 +149,32 @@ def test_remote_cli_builds_waits_lists_and_shows(e2e: EndToEnd, tmp_path: Path, 
     assert listing.startswith(f"{built}  e2e-3phase")
     assert "phase anneal:" in shown and "phase long-context:" in shown
     assert '"state": "succeeded"' in status
-    assert missing.strip() == "midmix remote: error: no mixture version 'mix-0000000000000000'; list them with GET /mixtures"
+    assert (
+        missing.strip()
+        == "midmix remote: error: no mixture version 'mix-0000000000000000'; list them with GET /mixtures"
+    )
 
 
 def _chrome():
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.skip("headless browser test needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+        pytest.skip(
+            "headless browser test needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", f"--user-data-dir={tempfile.mkdtemp()}",
-                 "--window-size=1400,2200"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        f"--user-data-dir={tempfile.mkdtemp()}",
+        "--window-size=1400,2200",
+    ):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
 
@@ -172,7 +193,9 @@ def test_browse_page_renders_phases_composition_and_quality(e2e: EndToEnd, tmp_p
         title = browser.find_element(By.ID, "mixture-title").text
         total = browser.find_element(By.ID, "mixture-tokens").text
         realized = [node.text for node in browser.find_elements(By.CSS_SELECTOR, ".phase .realized")]
-        stable_charts = [h.text for h in browser.find_elements(By.CSS_SELECTOR, '.phase[data-phase="stable"] .chart h4')]
+        stable_charts = [
+            h.text for h in browser.find_elements(By.CSS_SELECTOR, '.phase[data-phase="stable"] .chart h4')
+        ]
         stable_legend = browser.find_element(By.CSS_SELECTOR, '.phase[data-phase="stable"]').text
         histogram_bars = len(browser.find_elements(By.CSS_SELECTOR, ".lineage svg.histogram rect"))
         browser.save_screenshot(str(tmp_path / "browse-mixture.png"))

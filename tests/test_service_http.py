@@ -149,7 +149,7 @@ def test_if_none_match_on_shard_is_304(served) -> None:
         f"/mixtures/{VERSION}/files/%2E%2E/%2E%2E/catalog.duckdb",
         f"/mixtures/{VERSION}/files/spec.json",
         f"/mixtures/{VERSION}/files/manifest.json",
-        f"/mixtures/..%2F..%2Fetc/files/passwd",
+        "/mixtures/..%2F..%2Fetc/files/passwd",
         f"/mixtures/{VERSION}/phases/stable/shards/..%2F..%2Fmanifest.json",
     ],
 )
@@ -179,7 +179,12 @@ def test_symlinked_shard_pointing_outside_is_not_served(served) -> None:
 
 
 def test_invalid_spec_names_the_field(served) -> None:
-    spec = {"name": "bad", "phases": [{"name": "a", "token_budget": -5, "components": [{"name": "w", "datasets": ["latest"], "weight": 1}]}]}
+    spec = {
+        "name": "bad",
+        "phases": [
+            {"name": "a", "token_budget": -5, "components": [{"name": "w", "datasets": ["latest"], "weight": 1}]}
+        ],
+    }
     response = httpx.post(f"{served[0].url}/mixtures/plan", json=spec)
     assert response.status_code == 422
     assert "phases.0.token_budget" in response.json()["detail"]
@@ -205,17 +210,26 @@ def test_auth_tokens_gate_reads_and_writes(tmp_path: Path) -> None:
             "read with read token": httpx.get(url, headers={"Authorization": "Bearer reader"}).status_code,
             "read with write token": httpx.get(url, headers={"Authorization": "Bearer writer"}).status_code,
             "write without token": httpx.post(spec_url, json={}).status_code,
-            "write with read token": httpx.post(spec_url, json={}, headers={"Authorization": "Bearer reader"}).status_code,
+            "write with read token": httpx.post(
+                spec_url, json={}, headers={"Authorization": "Bearer reader"}
+            ).status_code,
             # Past auth, an empty spec fails validation: 422 proves the write token was accepted.
-            "write with write token": httpx.post(spec_url, json={}, headers={"Authorization": "Bearer writer"}).status_code,
+            "write with write token": httpx.post(
+                spec_url, json={}, headers={"Authorization": "Bearer writer"}
+            ).status_code,
         }
         with pytest.raises(MidmixError, match="write token"):
             MidmixClient(service.url, token="reader", retries=0).build({})
     finally:
         service.stop()
     assert statuses == {
-        "health open": 200, "read without token": 401, "read with wrong token": 401, "read with read token": 200,
-        "read with write token": 200, "write without token": 401, "write with read token": 403,
+        "health open": 200,
+        "read without token": 401,
+        "read with wrong token": 401,
+        "read with read token": 200,
+        "read with write token": 200,
+        "write without token": 401,
+        "write with read token": 403,
         "write with write token": 422,
     }
 

@@ -13,8 +13,8 @@ import pytest
 from midmix.errors import ConflictError
 from pipelines.catalog import Catalog
 from pipelines.mixture.build import mixture_version
-from pipelines.mixture.shards import TEST_SLOW_ENV
 from pipelines.mixture.sample_dataset import write_sample_dataset
+from pipelines.mixture.shards import TEST_SLOW_ENV
 from pipelines.mixture.spec import MixtureSpec
 from service.client import MidmixClient
 from service.jobs.runner import process_alive
@@ -26,6 +26,7 @@ CORPUS = REPO / "data" / "sample-corpus" / "corpus.jsonl.gz"
 
 def spec(name: str) -> dict:
     """A small two-phase spec over the latest dataset (byte tokens)."""
+
     def domain(value: str) -> dict:
         return {"column": "domain", "op": "==", "value": value}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,7 +15,7 @@ RETRYABLE_STATES: frozenset[str] = frozenset({"failed", "cancelled", "interrupte
 
 def utc_now() -> str:
     """ISO-8601 UTC timestamp, the format of every time in a job record."""
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 class Job(BaseModel):

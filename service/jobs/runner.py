@@ -169,7 +169,9 @@ def retry_job(store: JobStore, job_id: str) -> Job:
     with store.locked():
         job = store.get(job_id)
         if job.state not in RETRYABLE_STATES:
-            raise ConflictError(f"job {job_id} is {job.state}; only failed, cancelled or interrupted jobs can be retried")
+            raise ConflictError(
+                f"job {job_id} is {job.state}; only failed, cancelled or interrupted jobs can be retried"
+            )
         for other in store.all():
             if other.key == job.key and other.state in ("queued", "running"):
                 return other
@@ -195,6 +197,10 @@ def _interrupt_if_running(job: Job) -> Job | None:
     if job.state != "running":
         return None
     return job.model_copy(
-        update={"state": "interrupted", "finished_at": utc_now(), "eta_s": None,
-                "error": "the service stopped while this job ran; retry it to finish the same version"}
+        update={
+            "state": "interrupted",
+            "finished_at": utc_now(),
+            "eta_s": None,
+            "error": "the service stopped while this job ran; retry it to finish the same version",
+        }
     )

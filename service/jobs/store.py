@@ -11,9 +11,9 @@ import fcntl
 import json
 import os
 import secrets
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 from pydantic import ValidationError
 

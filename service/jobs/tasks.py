@@ -6,8 +6,8 @@ decide whether two requests are the same job.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from pydantic import BaseModel, ValidationError
 

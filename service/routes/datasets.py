@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+
 from fastapi import APIRouter, Depends, Request, Response
 
+from pipelines.config import CurationConfig
 from service import dependencies
 from service.auth import require_read, require_write
-from pipelines.config import CurationConfig
 from service.files import json_bytes_response
 from service.jobs.store import JobStore
 from service.routes.submit import submit
@@ -47,7 +48,7 @@ def _summary(versions: VersionStore, version: str) -> DatasetSummary:
     created = (versions.version_dir("datasets", version) / "manifest.json").stat().st_mtime
     return DatasetSummary(
         version=version,
-        created_at=datetime.fromtimestamp(created, timezone.utc).isoformat(),
+        created_at=datetime.fromtimestamp(created, UTC).isoformat(),
         docs=counts.get("docs"),
         tokens=counts.get("tokens"),
         inputs=[str(entry.get("path")) for entry in manifest.get("inputs") or []],

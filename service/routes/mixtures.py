@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -64,7 +64,9 @@ def diff(a: str, b: str, versions: VersionStore = Depends(dependencies.versions)
 
 
 @router.get("/{version}/composition", dependencies=[Depends(require_read)])
-def composition(version: str, versions: VersionStore = Depends(dependencies.versions)) -> dict[str, dict[str, dict[str, int]]]:
+def composition(
+    version: str, versions: VersionStore = Depends(dependencies.versions)
+) -> dict[str, dict[str, dict[str, int]]]:
     """Tokens of each phase by domain and by source, summed over its shards (for the browse page)."""
     return versions.composition(version)
 
@@ -75,11 +77,14 @@ def _summary(versions: VersionStore, version: str) -> MixtureSummary:
     return MixtureSummary(
         version=version,
         name=manifest.get("name"),
-        created_at=datetime.fromtimestamp(created, timezone.utc).isoformat(),
+        created_at=datetime.fromtimestamp(created, UTC).isoformat(),
         tokenizer=(manifest.get("tokenizer") or {}).get("kind"),
         phases=[
             PhaseSummary(
-                name=phase["name"], token_budget=phase.get("token_budget"), tokens=phase.get("tokens"), docs=phase.get("docs")
+                name=phase["name"],
+                token_budget=phase.get("token_budget"),
+                tokens=phase.get("tokens"),
+                docs=phase.get("docs"),
             )
             for phase in manifest.get("phases") or []
         ],

@@ -16,8 +16,11 @@ from service.versions import VersionStore
 router = APIRouter(prefix="/mixtures/{version}", tags=["shards"], dependencies=[Depends(require_read)])
 
 _PARQUET = "application/vnd.apache.parquet"
-_BYTES = {206: {"description": "the requested range"}, 304: {"description": "unchanged"},
-          416: {"description": "range not satisfiable"}}
+_BYTES = {
+    206: {"description": "the requested range"},
+    304: {"description": "unchanged"},
+    416: {"description": "range not satisfiable"},
+}
 
 
 def phase_shards(manifest: dict, version: str, phase: str) -> list[ShardEntry]:
@@ -34,15 +37,18 @@ def phase_shards(manifest: dict, version: str, phase: str) -> list[ShardEntry]:
 
 
 @router.get("/phases/{phase}/shards")
-async def list_shards(version: str, phase: str, versions: VersionStore = Depends(dependencies.versions)) -> list[ShardEntry]:
+async def list_shards(
+    version: str, phase: str, versions: VersionStore = Depends(dependencies.versions)
+) -> list[ShardEntry]:
     """Each shard of a phase with path, sha256, bytes, rows, tokens and component."""
     return phase_shards(versions.manifest("mixtures", version).data, version, phase)
 
 
 @router.get("/phases/{phase}/shards/{name}", response_class=Response, responses=_BYTES)
 @router.head("/phases/{phase}/shards/{name}", response_class=Response, responses=_BYTES)
-async def shard(version: str, phase: str, name: str, request: Request,
-          versions: VersionStore = Depends(dependencies.versions)) -> Response:
+async def shard(
+    version: str, phase: str, name: str, request: Request, versions: VersionStore = Depends(dependencies.versions)
+) -> Response:
     """One shard's bytes; supports Range, If-Range and If-None-Match (ETag is its sha256)."""
     relative = f"phases/{phase}/{name}"
     if relative in versions.manifest("mixtures", version).files:
@@ -53,8 +59,9 @@ async def shard(version: str, phase: str, name: str, request: Request,
 
 @router.get("/files/{path:path}", response_class=Response, responses=_BYTES)
 @router.head("/files/{path:path}", response_class=Response, responses=_BYTES)
-async def version_file(version: str, path: str, request: Request,
-                 versions: VersionStore = Depends(dependencies.versions)) -> Response:
+async def version_file(
+    version: str, path: str, request: Request, versions: VersionStore = Depends(dependencies.versions)
+) -> Response:
     """Any file the manifest lists (phase or eval shards, tokenizer.json), same headers as shards."""
     media_type = _PARQUET if path.endswith(".parquet") else "application/json"
     return file_response(request, versions.servable_file(version, path), media_type)
