@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -210,3 +211,18 @@ def test_cli_curates_a_folder_of_jsonl(tmp_path, data_dir, corpus_subset, capsys
     assert "read" in out and "dedup" in out and f"wrote {data_dir / 'datasets' / version}" in out
     assert main(["curate", str(tmp_path / "missing.jsonl"), "--out", str(data_dir)]) == 2
     assert capsys.readouterr().err.strip() == f"midmix curate: error: input not found: {tmp_path / 'missing.jsonl'}"
+
+
+def test_language_keep_and_quality_cut_drop_with_their_reasons(tmp_path, data_dir, corpus_subset) -> None:
+    path = tmp_path / "slice.parquet"
+    records = [json.loads(line) for line in corpus_subset.read_text(encoding="utf-8").splitlines()[:150]]
+    pq.write_table(pa.Table.from_pylist([{k: r[k] for k in ("id", "text", "source")} for r in records]), path)
+    config = CurationConfig(inputs=[str(path)], language={"keep": ["en"]}, quality={"min_score": 0.5})
+    manifest = curate_corpus(config, data_dir)
+    steps = {step["name"]: step["dropped"] for step in manifest["steps"]}
+    kept = read(data_dir, manifest, "data").to_pylist()
+    dropped = read(data_dir, manifest, "dropped").to_pylist()
+    assert steps["language"]["language_not_kept"] == sum(r["drop_reason"] == "language_not_kept" for r in dropped) > 0
+    assert steps["quality"]["below_min_quality"] == sum(r["drop_reason"] == "below_min_quality" for r in dropped) > 0
+    assert all(row["lang"] == "en" and row["quality_score"] >= 0.5 for row in kept)
+    assert manifest["inputs"][0]["path"] == str(path) and len(kept) + len(dropped) == 150
