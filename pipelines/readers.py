@@ -148,7 +148,8 @@ def read_records(unit: InputUnit) -> Iterator[tuple[int, dict]]:
 
 
 def _text_id(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
+    """Id of a record without one: a hash of its raw text (lone surrogates allowed)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:20]
 
 
 def _meta_json(value: Any) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from datatrove.data import Document
 
@@ -16,6 +18,12 @@ from pipelines.steps.words import concat_words, hash_words, ngram_hashes, split_
 def test_normalize_nfc_whitespace_and_controls() -> None:
     decomposed = "Cafe\u0301 \u00a0ok  \r\n\r\n\r\n\r\n\tindented\t\n\x07end  "
     assert normalize_text(decomposed) == "Caf\u00e9  ok\n\n\tindented\nend"
+
+
+def test_normalize_removes_lone_surrogates_that_utf8_cannot_encode() -> None:
+    text = json.loads('"caf\\u00e9 \\ud800broken"')
+    assert normalize_text(text) == "caf\u00e9 broken"
+    assert normalize_text(text).encode("utf-8")
 
 
 def test_normalize_step_drops_documents_left_empty() -> None:

@@ -12,7 +12,9 @@ from datatrove.data import Document
 
 from pipelines.steps.base import BatchStep
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\ufeff]")
+# Control characters, zero-width marks and lone surrogates (JSON "\ud800" escapes decode to
+# strings that cannot be encoded as UTF-8, so Parquet and hashing would fail on them).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\ufeff\ud800-\udfff]")
 _TRAILING = re.compile(r"[ \t]+$", re.MULTILINE)
 _BLANK_RUNS = re.compile(r"\n{3,}")
 _NO_BREAK_SPACES = ("\u00a0", "\u2007", "\u202f")
