@@ -8,10 +8,14 @@ from service.jobs.record import Job, JobKind, JobState
 
 
 class Health(BaseModel):
+    """Liveness answer."""
+
     status: str
 
 
 class VersionInfo(BaseModel):
+    """The code version; part of every version hash, so clients can tell builds apart."""
+
     version: str
 
 
@@ -54,6 +58,8 @@ class ShardEntry(BaseModel):
 
 
 class PhaseSummary(BaseModel):
+    """A phase as listed with its mixture: budget and what the build realised."""
+
     name: str
     token_budget: int | None = None
     tokens: int | None = None
@@ -61,6 +67,8 @@ class PhaseSummary(BaseModel):
 
 
 class MixtureSummary(BaseModel):
+    """One mixture version in ``GET /mixtures``."""
+
     version: str
     name: str | None = None
     created_at: str
@@ -69,6 +77,8 @@ class MixtureSummary(BaseModel):
 
 
 class DatasetSummary(BaseModel):
+    """One curated dataset version in ``GET /datasets``."""
+
     version: str
     created_at: str
     docs: int | None = None

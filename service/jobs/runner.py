@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from midmix.errors import ConflictError
-from service.jobs.record import RETRYABLE_STATES, Job, utc_now
+from service.jobs.record import ACTIVE_STATES, RETRYABLE_STATES, Job, utc_now
 from service.jobs.store import JobStore
 
 _TICK_S = 0.2
@@ -152,7 +152,7 @@ def cancel_job(store: JobStore, job_id: str) -> Job:
     """Cancel a queued or running job (its worker gets SIGTERM); finished jobs conflict."""
     with store.locked():
         job = store.get(job_id)
-        if job.state not in ("queued", "running"):
+        if job.state not in ACTIVE_STATES:
             raise ConflictError(f"job {job_id} is already {job.state}; only queued or running jobs can be cancelled")
         cancelled = job.model_copy(update={"state": "cancelled", "finished_at": utc_now(), "eta_s": None})
         store.update_unlocked(job_id, lambda _: cancelled)
@@ -173,7 +173,7 @@ def retry_job(store: JobStore, job_id: str) -> Job:
                 f"job {job_id} is {job.state}; only failed, cancelled or interrupted jobs can be retried"
             )
         for other in store.all():
-            if other.key == job.key and other.state in ("queued", "running"):
+            if other.key == job.key and other.state in ACTIVE_STATES:
                 return other
         queued = job.model_copy(
             update={
