@@ -20,7 +20,7 @@ from service.jobs.record import ACTIVE_STATES, RETRYABLE_STATES, Job, utc_now
 from service.jobs.store import JobStore
 
 _TICK_S = 0.2
-_CANCEL_GRACE_S = 3.0
+_CANCEL_GRACE_S = 10.0  # unwinding removes the staging directory; give it time on a busy host
 
 
 def process_start_time(pid: int) -> int | None:
@@ -127,7 +127,8 @@ class JobRunner:
             if self.store.get(job_id).state != "cancelled":
                 continue
             first_seen = self._cancel_seen.setdefault(job_id, now)
-            if now - first_seen > _CANCEL_GRACE_S:
+            if now - first_seen > _CANCEL_GRACE_S and child.poll() is None:
+                print(f"midmix jobs: worker of cancelled job {job_id} ignored SIGTERM; killing it", file=sys.stderr)
                 child.kill()
 
     def _reap_children(self) -> None:
