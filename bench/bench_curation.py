@@ -46,7 +46,10 @@ class Measured:
 def measure(command: list[str], log: Path) -> Measured:
     """Run ``command`` as a child, stderr to ``log``; raise with the log's tail if it fails."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w", encoding="utf-8") as err, open(log.with_suffix(".out"), "w+", encoding="utf-8") as out:
+    with (
+        open(log, "w", encoding="utf-8") as err,
+        open(log.with_suffix(".out"), "w+", encoding="utf-8") as out,
+    ):
         start = time.perf_counter()
         child = subprocess.Popen(command, stdout=out, stderr=err)
         _, status, usage = os.wait4(child.pid, 0)
@@ -56,8 +59,12 @@ def measure(command: list[str], log: Path) -> Measured:
         stdout = out.read()
     if child.returncode != 0:
         tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
-        raise RuntimeError(f"{' '.join(command)} failed with {child.returncode}:\n{tail}")
-    return Measured(usage.ru_utime + usage.ru_stime, wall, usage.ru_maxrss / 1024, stdout)
+        raise RuntimeError(
+            f"{' '.join(command)} failed with {child.returncode}:\n{tail}"
+        )
+    return Measured(
+        usage.ru_utime + usage.ru_stime, wall, usage.ru_maxrss / 1024, stdout
+    )
 
 
 def grown_corpus(work: Path, n_docs: int, seed: int) -> Path:
@@ -88,9 +95,19 @@ def fresh_data_dir(path: Path, models_dir: Path) -> Path:
     return path
 
 
-def run_ours(corpus: Path, data_dir: Path, log: Path, config: dict) -> tuple[Measured, dict]:
+def run_ours(
+    corpus: Path, data_dir: Path, log: Path, config: dict
+) -> tuple[Measured, dict]:
     """``curate_corpus`` in a child process; returns its measurements and the manifest's counts."""
-    command = [sys.executable, str(Path(__file__)), "ours", "--data-dir", str(data_dir), "--config", json.dumps(config)]
+    command = [
+        sys.executable,
+        str(Path(__file__)),
+        "ours",
+        "--data-dir",
+        str(data_dir),
+        "--config",
+        json.dumps(config),
+    ]
     measured = measure(command, log)
     return measured, json.loads(measured.stdout.strip().splitlines()[-1])
 
@@ -100,42 +117,84 @@ def ours_config(corpus: Path) -> dict:
     return {"inputs": [str(corpus)], "quality": {"min_score": QUALITY_THRESHOLD}}
 
 
-def run_stock(corpus: Path, work: Path, model: Path, log: Path) -> tuple[Measured, dict]:
+def run_stock(
+    corpus: Path, work: Path, model: Path, log: Path
+) -> tuple[Measured, dict]:
     """``stock_datatrove.py curate`` in a child process."""
     shutil.rmtree(work, ignore_errors=True)
-    command = [sys.executable, str(BENCH_DIR / "stock_datatrove.py"), "curate", "--corpus", str(corpus), "--work", str(work),
-               "--model", str(model), "--label", "high", "--threshold", str(QUALITY_THRESHOLD)]
+    command = [
+        sys.executable,
+        str(BENCH_DIR / "stock_datatrove.py"),
+        "curate",
+        "--corpus",
+        str(corpus),
+        "--work",
+        str(work),
+        "--model",
+        str(model),
+        "--label",
+        "high",
+        "--threshold",
+        str(QUALITY_THRESHOLD),
+    ]
     measured = measure(command, log)
     return measured, json.loads(measured.stdout.strip().splitlines()[-1])
 
 
 def _row(name: str, n_docs: int, measured: Measured, docs_out: int) -> dict:
-    return {"pipeline": name, "docs": n_docs, "docs_out": docs_out, **{k: round(v, 2) for k, v in asdict(measured).items() if k != "stdout"},
-            "docs_per_cpu_s": round(n_docs / measured.cpu_s, 1), "docs_per_wall_s": round(n_docs / measured.wall_s, 1)}
+    return {
+        "pipeline": name,
+        "docs": n_docs,
+        "docs_out": docs_out,
+        **{k: round(v, 2) for k, v in asdict(measured).items() if k != "stdout"},
+        "docs_per_cpu_s": round(n_docs / measured.cpu_s, 1),
+        "docs_per_wall_s": round(n_docs / measured.wall_s, 1),
+    }
 
 
-def bench(sizes: list[int], stock_sizes: list[int], work: Path, seed: int) -> list[dict]:
+def _print_row(row: dict) -> None:
+    print(
+        f"{row['pipeline']:8} {row['docs']:7d} {row['docs_out']:7d} {row['cpu_s']:8.1f} {row['wall_s']:8.1f} "
+        f"{row['docs_per_cpu_s']:10.1f} {row['docs_per_wall_s']:11.1f} {row['peak_rss_mb']:7.0f}",
+        flush=True,
+    )
+
+
+def bench(
+    sizes: list[int], stock_sizes: list[int], work: Path, seed: int
+) -> list[dict]:
     """Run ours at every size and stock at ``stock_sizes``; print a table row per run as it finishes."""
     models_dir, quality_model = default_models(work)
     rows = []
-    print(f"{'pipeline':8} {'docs':>7} {'kept':>7} {'cpu_s':>8} {'wall_s':>8} {'docs/cpu_s':>10} {'docs/wall_s':>11} {'rss_mb':>7}", flush=True)
+    print(
+        f"{'pipeline':8} {'docs':>7} {'kept':>7} {'cpu_s':>8} {'wall_s':>8} {'docs/cpu_s':>10} {'docs/wall_s':>11} {'rss_mb':>7}"
+    )
     for n_docs in sizes:
         corpus = grown_corpus(work, n_docs, seed)
-        runs = [("ours", lambda: run_ours(corpus, fresh_data_dir(work / f"ours-{n_docs}", models_dir), work / f"logs/ours-{n_docs}.log",
-                                          ours_config(corpus)))]
-        if n_docs in stock_sizes:
-            runs.append(("stock", lambda: run_stock(corpus, work / f"stock-{n_docs}", quality_model, work / f"logs/stock-{n_docs}.log")))
-        for name, run in runs:
-            measured, result = run()
-            row = _row(name, n_docs, measured, result["docs_out"])
-            rows.append(row)
-            print(f"{name:8} {n_docs:7d} {row['docs_out']:7d} {row['cpu_s']:8.1f} {row['wall_s']:8.1f} {row['docs_per_cpu_s']:10.1f} "
-                  f"{row['docs_per_wall_s']:11.1f} {row['peak_rss_mb']:7.0f}", flush=True)
-        if len(runs) == 2:
-            ours, stock = rows[-2], rows[-1]
-            print(f"ratio ours/stock at {n_docs}: {ours['docs_per_cpu_s'] / stock['docs_per_cpu_s']:.2f}x docs per CPU-second, "
-                  f"{ours['docs_per_wall_s'] / stock['docs_per_wall_s']:.2f}x docs per wall-second", flush=True)
-    (work / f"curation-results-{'-'.join(map(str, sizes))}.json").write_text(json.dumps(rows, indent=2))
+        data_dir = fresh_data_dir(work / f"ours-{n_docs}", models_dir)
+        measured, result = run_ours(
+            corpus, data_dir, work / f"logs/ours-{n_docs}.log", ours_config(corpus)
+        )
+        rows.append(ours := _row("ours", n_docs, measured, result["docs_out"]))
+        _print_row(ours)
+        if n_docs not in stock_sizes:
+            continue
+        measured, result = run_stock(
+            corpus,
+            work / f"stock-{n_docs}",
+            quality_model,
+            work / f"logs/stock-{n_docs}.log",
+        )
+        rows.append(stock := _row("stock", n_docs, measured, result["docs_out"]))
+        _print_row(stock)
+        print(
+            f"ratio ours/stock at {n_docs}: {ours['docs_per_cpu_s'] / stock['docs_per_cpu_s']:.2f}x docs per CPU-second, "
+            f"{ours['docs_per_wall_s'] / stock['docs_per_wall_s']:.2f}x docs per wall-second",
+            flush=True,
+        )
+    (work / f"curation-results-{'-'.join(map(str, sizes))}.json").write_text(
+        json.dumps(rows, indent=2)
+    )
     return rows
 
 
@@ -145,17 +204,35 @@ def run_ours_child(data_dir: Path, config_json: str) -> None:
     from pipelines.curate import curate_corpus
 
     manifest = curate_corpus(parse_config(json.loads(config_json)), data_dir)
-    print(json.dumps({"version": manifest["version"], "docs_out": manifest["counts"]["docs"], "steps": manifest["steps"]}))
+    print(
+        json.dumps(
+            {
+                "version": manifest["version"],
+                "docs_out": manifest["counts"]["docs"],
+                "steps": manifest["steps"],
+            }
+        )
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command")
-    child = commands.add_parser("ours", help="(internal) run curate_corpus once in this process")
+    child = commands.add_parser(
+        "ours", help="(internal) run curate_corpus once in this process"
+    )
     child.add_argument("--data-dir", type=Path, required=True)
     child.add_argument("--config", required=True, help="curation config as JSON")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 100_000])
-    parser.add_argument("--stock-sizes", type=int, nargs="*", default=[10_000, 50_000], help="sizes to also run stock datatrove at")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[10_000, 50_000, 100_000]
+    )
+    parser.add_argument(
+        "--stock-sizes",
+        type=int,
+        nargs="*",
+        default=[10_000, 50_000],
+        help="sizes to also run stock datatrove at",
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/midmix-bench"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -28,7 +28,14 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from bench_curation import BENCH_DIR, default_models, fresh_data_dir, grown_corpus, measure, run_ours
+from bench_curation import (
+    BENCH_DIR,
+    default_models,
+    fresh_data_dir,
+    grown_corpus,
+    measure,
+    run_ours,
+)
 from grow_corpus import jaccard, load_truth, shingles
 
 NEAR_THRESHOLD = 0.8
@@ -38,35 +45,64 @@ JACCARD_BINS = ((0.80, 0.85), (0.85, 0.90), (0.90, 1.0))
 def load_texts(corpus: Path) -> tuple[list[str], dict[str, str]]:
     """Document ids in file order and their texts."""
     ids, texts = [], {}
-    for line in gzip.open(corpus, "rt", encoding="utf-8"):
-        doc = json.loads(line)
-        ids.append(doc["id"])
-        texts[doc["id"]] = doc["text"]
+    with gzip.open(corpus, "rt", encoding="utf-8") as handle:
+        for line in handle:
+            doc = json.loads(line)
+            ids.append(doc["id"])
+            texts[doc["id"]] = doc["text"]
     return ids, texts
 
 
-def ours_dedup(corpus: Path, work: Path, models_dir: Path) -> tuple[dict[str, str], set[str], float]:
+def ours_dedup(
+    corpus: Path, work: Path, models_dir: Path
+) -> tuple[dict[str, str], set[str], float]:
     """Cluster key per document id and the kept ids, from the published dataset's ``dup_cluster``."""
     import pyarrow.dataset as ds
 
     data_dir = fresh_data_dir(work / "dedup-ours", models_dir)
-    config = {"inputs": [str(corpus)], "heuristics": {"enabled": False}, "decontam": {"enabled": False}}
+    config = {
+        "inputs": [str(corpus)],
+        "heuristics": {"enabled": False},
+        "decontam": {"enabled": False},
+    }
     measured, result = run_ours(corpus, data_dir, work / "logs/dedup-ours.log", config)
     version_dir = data_dir / "datasets" / result["version"]
-    kept = ds.dataset(version_dir / "data").to_table(columns=["id", "dup_cluster"]).to_pydict()
-    dropped = ds.dataset(version_dir / "dropped").to_table(columns=["id", "dup_cluster"]).to_pydict()
-    clusters = dict(zip(kept["id"] + dropped["id"], kept["dup_cluster"] + dropped["dup_cluster"]))
+    kept = (
+        ds.dataset(version_dir / "data")
+        .to_table(columns=["id", "dup_cluster"])
+        .to_pydict()
+    )
+    dropped = (
+        ds.dataset(version_dir / "dropped")
+        .to_table(columns=["id", "dup_cluster"])
+        .to_pydict()
+    )
+    clusters = dict(
+        zip(kept["id"] + dropped["id"], kept["dup_cluster"] + dropped["dup_cluster"])
+    )
     return clusters, set(kept["id"]), measured.cpu_s
 
 
-def stock_dedup(corpus: Path, work: Path, ids: list[str]) -> tuple[dict[str, str], set[str], float]:
+def stock_dedup(
+    corpus: Path, work: Path, ids: list[str]
+) -> tuple[dict[str, str], set[str], float]:
     """Cluster key per document id and the kept ids from datatrove's ``.clusters`` and ``.remove``."""
     stock_work = work / "dedup-stock"
     shutil.rmtree(stock_work, ignore_errors=True)
-    command = [sys.executable, str(BENCH_DIR / "stock_datatrove.py"), "dedup", "--corpus", str(corpus), "--work", str(stock_work)]
+    command = [
+        sys.executable,
+        str(BENCH_DIR / "stock_datatrove.py"),
+        "dedup",
+        "--corpus",
+        str(corpus),
+        "--work",
+        str(stock_work),
+    ]
     measured = measure(command, work / "logs/dedup-stock.log")
     result = json.loads((stock_work / "clusters.json").read_text())
-    by_index = {int(index): f"c{cluster}" for index, cluster in result["clusters"].items()}
+    by_index = {
+        int(index): f"c{cluster}" for index, cluster in result["clusters"].items()
+    }
     clusters = {doc_id: by_index.get(index, doc_id) for index, doc_id in enumerate(ids)}
     removed = {ids[index] for index in result["removed"]}
     return clusters, set(ids) - removed, measured.cpu_s
@@ -122,18 +158,37 @@ def _recall(clusters: dict[str, str], kept: set[str], truth: list) -> dict:
     def caught(pair) -> bool:
         return pair.a not in kept or pair.b not in kept
 
-    near = [pair for pair in truth if pair.kind == "near" and pair.jaccard >= NEAR_THRESHOLD]
-    by_bin = {f"{low:.2f}-{high:.2f}": [caught(p) for p in near if low <= p.jaccard < high] for low, high in JACCARD_BINS}
+    near = [
+        pair for pair in truth if pair.kind == "near" and pair.jaccard >= NEAR_THRESHOLD
+    ]
+    by_bin = {
+        f"{low:.2f}-{high:.2f}": [caught(p) for p in near if low <= p.jaccard < high]
+        for low, high in JACCARD_BINS
+    }
     return {
         "near_recall": _share([caught(pair) for pair in near]),
-        "near_recall_by_jaccard": {name: _share(hits) for name, hits in by_bin.items() if hits},
-        "near_recall_same_cluster": _share([clusters[pair.a] == clusters[pair.b] for pair in near]),
-        "exact_recall": _share([caught(pair) for pair in truth if pair.kind == "exact"]),
-        "control_merged": _share([clusters[pair.a] == clusters[pair.b] for pair in truth if pair.kind == "control"]),
+        "near_recall_by_jaccard": {
+            name: _share(hits) for name, hits in by_bin.items() if hits
+        },
+        "near_recall_same_cluster": _share(
+            [clusters[pair.a] == clusters[pair.b] for pair in near]
+        ),
+        "exact_recall": _share(
+            [caught(pair) for pair in truth if pair.kind == "exact"]
+        ),
+        "control_merged": _share(
+            [
+                clusters[pair.a] == clusters[pair.b]
+                for pair in truth
+                if pair.kind == "control"
+            ]
+        ),
     }
 
 
-def score(clusters: dict[str, str], kept: set[str], texts: dict[str, str], truth: list) -> dict:
+def score(
+    clusters: dict[str, str], kept: set[str], texts: dict[str, str], truth: list
+) -> dict:
     """Recall, precision, control merges and exact survivors of one dedup result."""
     kept_texts: dict[str, int] = defaultdict(int)
     for doc_id in kept:
@@ -163,9 +218,15 @@ def main() -> None:
     results = {}
     for name, run in runs.items():
         clusters, kept, cpu_s = run()
-        results[name] = {"docs": len(ids), "cpu_s": round(cpu_s, 1), **score(clusters, kept, texts, truth)}
+        results[name] = {
+            "docs": len(ids),
+            "cpu_s": round(cpu_s, 1),
+            **score(clusters, kept, texts, truth),
+        }
         print(name, json.dumps(results[name]), flush=True)
-    (args.work / f"dedup-results-{args.docs}.json").write_text(json.dumps(results, indent=2))
+    (args.work / f"dedup-results-{args.docs}.json").write_text(
+        json.dumps(results, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-SAMPLE_CORPUS = Path(__file__).resolve().parent.parent / "data" / "sample-corpus" / "corpus.jsonl.gz"
+SAMPLE_CORPUS = (
+    Path(__file__).resolve().parent.parent
+    / "data"
+    / "sample-corpus"
+    / "corpus.jsonl.gz"
+)
 SHINGLE_WORDS = 5
 NEAR_BAND = (0.80, 0.97)
 CONTROL_BAND = (0.50, 0.70)
@@ -61,9 +66,12 @@ class PlantedPair:
     jaccard: float
 
 
-def load_paragraph_pools(path: Path) -> tuple[list[dict], dict[tuple[str, str], list[list[str]]]]:
+def load_paragraph_pools(
+    path: Path,
+) -> tuple[list[dict], dict[tuple[str, str], list[list[str]]]]:
     """Real documents and, per (domain, lang), each document's paragraphs (a long single block split by lines)."""
-    docs = [json.loads(line) for line in gzip.open(path, "rt", encoding="utf-8")]
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        docs = [json.loads(line) for line in handle]
     pools: dict[tuple[str, str], list[list[str]]] = defaultdict(list)
     for doc in docs:
         paragraphs = [p for p in doc["text"].split("\n\n") if p.strip()]
@@ -74,7 +82,9 @@ def load_paragraph_pools(path: Path) -> tuple[list[dict], dict[tuple[str, str], 
     return docs, pools
 
 
-def recombine(rng: random.Random, template: dict, pool: list[list[str]], index: int) -> dict:
+def recombine(
+    rng: random.Random, template: dict, pool: list[list[str]], index: int
+) -> dict:
     """A fresh real-text document: runs of 1-3 paragraphs from random documents of the template's group."""
     target = min(len(template["text"]), MAX_DOC_CHARS)
     parts: list[str] = []
@@ -99,7 +109,9 @@ def recombine(rng: random.Random, template: dict, pool: list[list[str]], index: 
     }
 
 
-def edit_words(rng: random.Random, text: str, band: tuple[float, float]) -> tuple[str, float] | None:
+def edit_words(
+    rng: random.Random, text: str, band: tuple[float, float]
+) -> tuple[str, float] | None:
     """Replace, delete or insert words at random positions until the Jaccard with ``text`` lands in ``band``.
 
     The edit plan is fixed up front and applied as a prefix of k edits; k is bisected because the
@@ -108,7 +120,10 @@ def edit_words(rng: random.Random, text: str, band: tuple[float, float]) -> tupl
     spans = [m.span() for m in _WORD.finditer(text)]
     vocabulary = [text[s:e] for s, e in spans]
     positions = rng.sample(range(len(spans)), len(spans))
-    plan = [(pos, rng.choice(("replace", "delete", "insert")), rng.choice(vocabulary)) for pos in positions]
+    plan = [
+        (pos, rng.choice(("replace", "delete", "insert")), rng.choice(vocabulary))
+        for pos in positions
+    ]
     original = shingles(text)
     target = rng.uniform(*band)
 
@@ -120,7 +135,11 @@ def edit_words(rng: random.Random, text: str, band: tuple[float, float]) -> tupl
                 continue
             op, word = edits[pos]
             out.append(text[last:start])
-            out.append({"replace": word, "delete": "", "insert": f"{word} {text[start:end]}"}[op])
+            out.append(
+                {"replace": word, "delete": "", "insert": f"{word} {text[start:end]}"}[
+                    op
+                ]
+            )
             last = end
         out.append(text[last:])
         return "".join(out)
@@ -140,16 +159,24 @@ def edit_words(rng: random.Random, text: str, band: tuple[float, float]) -> tupl
     return None
 
 
-def grow(n_docs: int, seed: int, source: Path = SAMPLE_CORPUS) -> tuple[list[dict], list[PlantedPair]]:
+def grow(
+    n_docs: int, seed: int, source: Path = SAMPLE_CORPUS
+) -> tuple[list[dict], list[PlantedPair]]:
     """N documents (unique recombinations plus planted duplicates, shuffled) and the planted pairs."""
     rng = random.Random(seed)
     templates, pools = load_paragraph_pools(source)
-    n_exact, n_near, n_control = (round(n_docs * share) for share in (SHARE_EXACT, SHARE_NEAR, SHARE_CONTROL))
+    n_exact, n_near, n_control = (
+        round(n_docs * share) for share in (SHARE_EXACT, SHARE_NEAR, SHARE_CONTROL)
+    )
     n_unique = n_docs - n_exact - n_near - n_control
     unique = []
     for index in range(n_unique):
         template = rng.choice(templates)
-        unique.append(recombine(rng, template, pools[(template["domain"], template["lang"])], index))
+        unique.append(
+            recombine(
+                rng, template, pools[(template["domain"], template["lang"])], index
+            )
+        )
 
     bases = [doc for doc in unique if len(_WORD.findall(doc["text"])) >= MIN_BASE_WORDS]
     rng.shuffle(bases)
@@ -160,13 +187,18 @@ def grow(n_docs: int, seed: int, source: Path = SAMPLE_CORPUS) -> tuple[list[dic
     def plant(base: dict, text: str, kind: str, score: float) -> None:
         nonlocal next_index
         planted_docs.append({**base, "id": f"{kind}-{next_index:07d}", "text": text})
-        pairs.append(PlantedPair(kind, base["id"], f"{kind}-{next_index:07d}", round(score, 6)))
+        pairs.append(
+            PlantedPair(kind, base["id"], f"{kind}-{next_index:07d}", round(score, 6))
+        )
         next_index += 1
 
     for base in bases[:n_exact]:
         plant(base, base["text"], "exact", 1.0)
     candidates = iter(bases[n_exact:])
-    for kind, count, band in (("near", n_near, NEAR_BAND), ("control", n_control, CONTROL_BAND)):
+    for kind, count, band in (
+        ("near", n_near, NEAR_BAND),
+        ("control", n_control, CONTROL_BAND),
+    ):
         planted = 0
         while planted < count:
             base = next(candidates)
@@ -182,7 +214,9 @@ def grow(n_docs: int, seed: int, source: Path = SAMPLE_CORPUS) -> tuple[list[dic
 
 def truth_path(corpus_path: Path) -> Path:
     """Where the ground truth of a grown corpus lives: beside it, ``<stem>.truth.jsonl``."""
-    return corpus_path.with_name(corpus_path.name.removesuffix(".jsonl.gz") + ".truth.jsonl")
+    return corpus_path.with_name(
+        corpus_path.name.removesuffix(".jsonl.gz") + ".truth.jsonl"
+    )
 
 
 def load_truth(corpus_path: Path) -> list[PlantedPair]:
@@ -194,20 +228,26 @@ def load_truth(corpus_path: Path) -> list[PlantedPair]:
 def write_corpus(docs: list[dict], pairs: list[PlantedPair], out: Path) -> None:
     """Write the corpus (deterministic gzip: no name, no mtime in the header) and its ground truth."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as handle:
+    with (
+        open(out, "wb") as raw,
+        gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as handle,
+    ):
         for doc in docs:
             handle.write((json.dumps(doc, ensure_ascii=False) + "\n").encode("utf-8"))
     with open(truth_path(out), "w", encoding="utf-8") as handle:
-        for pair in pairs:
-            handle.write(json.dumps(pair.__dict__) + "\n")
+        handle.writelines(json.dumps(pair.__dict__) + "\n" for pair in pairs)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", type=int, required=True, help="documents in the grown corpus")
+    parser.add_argument(
+        "--docs", type=int, required=True, help="documents in the grown corpus"
+    )
     parser.add_argument("--out", type=Path, required=True, help="output .jsonl.gz path")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--source", type=Path, default=SAMPLE_CORPUS, help="real corpus to grow from")
+    parser.add_argument(
+        "--source", type=Path, default=SAMPLE_CORPUS, help="real corpus to grow from"
+    )
     args = parser.parse_args()
     docs, pairs = grow(args.docs, args.seed, args.source)
     write_corpus(docs, pairs, args.out)
@@ -215,9 +255,13 @@ def main() -> None:
     for pair in pairs:
         by_kind[pair.kind].append(pair.jaccard)
     chars = sum(len(doc["text"]) for doc in docs)
-    print(f"wrote {len(docs)} docs ({chars / 1e6:.1f} M chars) to {args.out}; truth {truth_path(args.out)}")
+    print(
+        f"wrote {len(docs)} docs ({chars / 1e6:.1f} M chars) to {args.out}; truth {truth_path(args.out)}"
+    )
     for kind, scores in by_kind.items():
-        print(f"  {kind}: {len(scores)} pairs, jaccard min {min(scores):.3f} mean {sum(scores) / len(scores):.3f}")
+        print(
+            f"  {kind}: {len(scores)} pairs, jaccard min {min(scores):.3f} mean {sum(scores) / len(scores):.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,11 @@ import struct
 from pathlib import Path
 
 from datatrove.executor import LocalPipelineExecutor
-from datatrove.pipeline.dedup import MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
+from datatrove.pipeline.dedup import (
+    MinhashDedupCluster,
+    MinhashDedupFilter,
+    MinhashDedupSignature,
+)
 from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupBuckets
 from datatrove.pipeline.filters import FastTextClassifierFilter, GopherQualityFilter
 from datatrove.pipeline.readers import JsonlReader
@@ -32,7 +36,13 @@ from datatrove.pipeline.writers import JsonlWriter
 
 
 def _run(pipeline: list, logs: Path, tasks: int = 1) -> None:
-    LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=1, logging_dir=str(logs), skip_completed=False).run()
+    LocalPipelineExecutor(
+        pipeline=pipeline,
+        tasks=tasks,
+        workers=1,
+        logging_dir=str(logs),
+        skip_completed=False,
+    ).run()
 
 
 def _reader(corpus: Path) -> JsonlReader:
@@ -41,15 +51,30 @@ def _reader(corpus: Path) -> JsonlReader:
 
 def _minhash_middle(work: Path, config: MinhashConfig, save_cluster_id: bool) -> None:
     """Stages 2 and 3: bucket matches, then union-find clusters into ``work/remove``."""
-    _run([MinhashDedupBuckets(str(work / "sigs"), str(work / "buckets"), config=config)], work / "logs/buckets", config.num_buckets)
     _run(
-        [MinhashDedupCluster(str(work / "buckets"), str(work / "remove"), config=config, save_cluster_id=save_cluster_id)],
+        [MinhashDedupBuckets(str(work / "sigs"), str(work / "buckets"), config=config)],
+        work / "logs/buckets",
+        config.num_buckets,
+    )
+    _run(
+        [
+            MinhashDedupCluster(
+                str(work / "buckets"),
+                str(work / "remove"),
+                config=config,
+                save_cluster_id=save_cluster_id,
+            )
+        ],
         work / "logs/cluster",
     )
 
 
 def _count_lines(folder: Path) -> int:
-    return sum(sum(1 for _ in gzip.open(path, "rt", encoding="utf-8")) for path in folder.glob("*.jsonl.gz"))
+    total = 0
+    for path in folder.glob("*.jsonl.gz"):
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            total += sum(1 for _ in handle)
+    return total
 
 
 def curate(corpus: Path, work: Path, model: Path, label: str, threshold: float) -> dict:
@@ -67,42 +92,81 @@ def curate(corpus: Path, work: Path, model: Path, label: str, threshold: float) 
     )
     _minhash_middle(work, config, save_cluster_id=False)
     _run(
-        [JsonlReader(str(work / "filtered")), MinhashDedupFilter(str(work / "remove")), JsonlWriter(str(work / "deduped"))],
+        [
+            JsonlReader(str(work / "filtered")),
+            MinhashDedupFilter(str(work / "remove")),
+            JsonlWriter(str(work / "deduped")),
+        ],
         work / "logs/dedup_filter",
     )
-    return {"filtered": _count_lines(work / "filtered"), "docs_out": _count_lines(work / "deduped")}
+    return {
+        "filtered": _count_lines(work / "filtered"),
+        "docs_out": _count_lines(work / "deduped"),
+    }
 
 
 def dedup_clusters(corpus: Path, work: Path) -> dict:
     """MinHash dedup alone on the raw corpus: cluster id by document index (documents with a match) and removed indices."""
     config = MinhashConfig()
-    _run([_reader(corpus), MinhashDedupSignature(str(work / "sigs"), config=config)], work / "logs/signature")
+    _run(
+        [_reader(corpus), MinhashDedupSignature(str(work / "sigs"), config=config)],
+        work / "logs/signature",
+    )
     _minhash_middle(work, config, save_cluster_id=True)
-    clusters, removed = work / "remove" / "000000.clusters", work / "remove" / "000000.remove"
+    clusters, removed = (
+        work / "remove" / "000000.clusters",
+        work / "remove" / "000000.remove",
+    )
     return {
-        "clusters": dict(struct.iter_unpack("<2I", clusters.read_bytes())) if clusters.exists() else {},
-        "removed": [index for (index,) in struct.iter_unpack("<I", removed.read_bytes())] if removed.exists() else [],
+        "clusters": dict(struct.iter_unpack("<2I", clusters.read_bytes()))
+        if clusters.exists()
+        else {},
+        "removed": [
+            index for (index,) in struct.iter_unpack("<I", removed.read_bytes())
+        ]
+        if removed.exists()
+        else [],
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    run_curate = commands.add_parser("curate", help="Gopher + fastText filter, then 4-stage MinHash dedup")
-    run_dedup = commands.add_parser("dedup", help="4-stage MinHash dedup only; writes clusters.json (clusters, removed)")
+    run_curate = commands.add_parser(
+        "curate", help="Gopher + fastText filter, then 4-stage MinHash dedup"
+    )
+    run_dedup = commands.add_parser(
+        "dedup",
+        help="4-stage MinHash dedup only; writes clusters.json (clusters, removed)",
+    )
     for sub in (run_curate, run_dedup):
         sub.add_argument("--corpus", type=Path, required=True)
-        sub.add_argument("--work", type=Path, required=True, help="empty work directory")
-    run_curate.add_argument("--model", type=Path, required=True, help="local fastText .bin")
+        sub.add_argument(
+            "--work", type=Path, required=True, help="empty work directory"
+        )
+    run_curate.add_argument(
+        "--model", type=Path, required=True, help="local fastText .bin"
+    )
     run_curate.add_argument("--label", default="high")
     run_curate.add_argument("--threshold", type=float, default=0.5)
     args = parser.parse_args()
     if args.command == "curate":
-        print(json.dumps(curate(args.corpus, args.work, args.model, args.label, args.threshold)))
+        print(
+            json.dumps(
+                curate(args.corpus, args.work, args.model, args.label, args.threshold)
+            )
+        )
         return
     result = dedup_clusters(args.corpus, args.work)
     (args.work / "clusters.json").write_text(json.dumps(result))
-    print(json.dumps({"docs_in_clusters": len(result["clusters"]), "removed": len(result["removed"])}))
+    print(
+        json.dumps(
+            {
+                "docs_in_clusters": len(result["clusters"]),
+                "removed": len(result["removed"]),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
