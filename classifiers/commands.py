@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-DEFAULT_DATA_DIR = "./midmix-data"
+from midmix.cli import add_data_dir_argument
+
 # Label field of the bundled corpus for each known task, used when --label-field is not given.
 TASK_LABEL_FIELDS = {"quality": "quality_hint", "domain": "domain", "lang": "lang"}
 
@@ -28,23 +28,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         train.add_argument(flag, type=kind, help="fastText parameter (default: the task's tuned recipe)")
     train.add_argument("--max-chars", type=int, help="characters of each document used for training")
     train.add_argument("--chunk-words", type=int, help="split training documents into lines of N words")
-    _add_data_dir(train)
+    add_data_dir_argument(train)
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("eval", help="score a model on the held-out split of labelled JSONL")
     evaluate.add_argument("model", metavar="MODEL_REF", help="registered name, sha256 (prefix) or path to a .bin")
     _add_input_args(evaluate)
     evaluate.add_argument("--all-docs", action="store_true", help="score every document, not only held-out ones")
-    _add_data_dir(evaluate)
+    add_data_dir_argument(evaluate)
     evaluate.set_defaults(handler=_eval)
 
     listing = commands.add_parser("list", help="list registered models")
-    _add_data_dir(listing)
+    add_data_dir_argument(listing)
     listing.set_defaults(handler=_list)
 
     defaults = commands.add_parser("defaults", help="train the bundled quality, domain and language models")
     defaults.add_argument("--corpus", type=Path, help="labelled corpus (default: the bundled sample corpus)")
-    _add_data_dir(defaults)
+    add_data_dir_argument(defaults)
     defaults.set_defaults(handler=_defaults)
 
 
@@ -54,15 +54,6 @@ def _add_input_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-field", help="label field (default: quality_hint, domain or lang by task, else label)")
     parser.add_argument("--id-field", default="id", help="document id; the train/eval split hashes it")
     parser.add_argument("--eval-fraction", type=float, default=0.2, help="held-out fraction (default 0.2)")
-
-
-def _add_data_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path(os.environ.get("MIDMIX_DATA_DIR", DEFAULT_DATA_DIR)),
-        help="midmix data directory (default: $MIDMIX_DATA_DIR or ./midmix-data)",
-    )
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from pathlib import Path
 
 from midmix import __version__
 from midmix.errors import MidmixError
@@ -20,6 +22,22 @@ COMMAND_MODULES = (
     "service.commands",
     "trainer.commands",
 )
+
+
+DATA_DIR_ENV = "MIDMIX_DATA_DIR"
+DEFAULT_DATA_DIR = "midmix-data"
+
+
+def add_data_dir_argument(parser: argparse.ArgumentParser, *aliases: str) -> None:
+    """The one ``--data-dir`` option every local command shares (env ``MIDMIX_DATA_DIR`` sets its default)."""
+    parser.add_argument(
+        *aliases,
+        "--data-dir",
+        dest="data_dir",
+        type=Path,
+        default=Path(os.environ.get(DATA_DIR_ENV, DEFAULT_DATA_DIR)),
+        help=f"midmix data directory (default: ${DATA_DIR_ENV} or ./{DEFAULT_DATA_DIR})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,14 +16,12 @@ A config file (YAML or JSON) lists only what differs from the defaults, for exam
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from midmix.errors import MidmixError
+from midmix.config_files import read_mapping_file, validate_model
 from pipelines.tokenizer import TokenizerSpec
 
 DEFAULT_MODEL = "default"
@@ -180,31 +178,11 @@ class CurationConfig(_Strict):
     decontam: DecontamConfig = Field(default_factory=DecontamConfig)
 
 
-def validation_message(error: ValidationError, origin: str) -> str:
-    """One line per problem, naming the field path, so the user knows what to edit."""
-    problems = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        problems.append(f"{where}: {item['msg']}")
-    return f"invalid curation config {origin}: " + "; ".join(problems)
-
-
 def parse_config(data: object, origin: str = "") -> CurationConfig:
     """Validate a raw mapping (from a file or an HTTP body) into a ``CurationConfig``."""
-    try:
-        return CurationConfig.model_validate(data)
-    except ValidationError as error:
-        raise MidmixError(validation_message(error, origin)) from None
+    return validate_model(CurationConfig, data, "curation config", origin)
 
 
 def load_config(path: str | Path) -> CurationConfig:
     """Read a YAML or JSON config file; bad syntax, unknown keys or wrong types name the field and file."""
-    path = Path(path)
-    if not path.is_file():
-        raise MidmixError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise MidmixError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {error}") from None
-    return parse_config(data, f"in {path}")
+    return parse_config(read_mapping_file(path, "config file"), f"in {path}")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
+
+from midmix.cli import add_data_dir_argument
 
 
 def register(subparsers: Any) -> None:
@@ -19,13 +20,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "inputs", nargs="*", metavar="INPUT", help="files, globs, folders or fsspec URLs (override the config's inputs)"
     )
-    parser.add_argument(
-        "--out",
-        "--data-dir",
-        dest="data_dir",
-        default=os.environ.get("MIDMIX_DATA_DIR", "./midmix-data"),
-        help="data directory (default: $MIDMIX_DATA_DIR or ./midmix-data)",
-    )
+    add_data_dir_argument(parser, "--out")
     parser.add_argument("--config", help="curation config (YAML or JSON) for full control")
     parser.add_argument("--tasks", type=int, help="parallel tasks (local executor); default from the config, else 1")
     parser.set_defaults(handler=run_curate)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-DATA_DIR_ENV = "MIDMIX_DATA_DIR"
+from midmix.cli import add_data_dir_argument
+
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,28 +16,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     plan = subparsers.add_parser("plan", help="check a mixture spec against the catalog and print the plan")
     plan.add_argument("spec", type=Path, help="mixture spec (YAML or JSON)")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
-    _data_dir(plan)
+    add_data_dir_argument(plan)
     plan.set_defaults(handler=plan_command)
 
     build = subparsers.add_parser("build", help="materialise a mixture spec into a published mixture version")
     build.add_argument("spec", type=Path, help="mixture spec (YAML or JSON)")
-    _data_dir(build)
+    add_data_dir_argument(build)
     build.set_defaults(handler=build_command)
 
     mixtures = subparsers.add_parser("mixtures", help="list, show and diff mixture versions")
     actions = mixtures.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="published mixture versions, newest first")
-    _data_dir(listing)
+    add_data_dir_argument(listing)
     listing.set_defaults(handler=list_command)
     show = actions.add_parser("show", help="one version's manifest as JSON")
     show.add_argument("version")
-    _data_dir(show)
+    add_data_dir_argument(show)
     show.set_defaults(handler=show_command)
     diff = actions.add_parser("diff", help="per phase and component changes from version A to B")
     diff.add_argument("a")
     diff.add_argument("b")
     diff.add_argument("--json", action="store_true", help="print the full diff (with doc ids) as JSON")
-    _data_dir(diff)
+    add_data_dir_argument(diff)
     diff.set_defaults(handler=diff_command)
 
     tokenizer = subparsers.add_parser("tokenizer", help="train tokenizers")
@@ -46,15 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--dataset", required=True, help='curated dataset version, or "latest"')
     train.add_argument("--vocab-size", type=int, required=True)
     train.add_argument("--out", type=Path, required=True, help="tokenizer JSON file to write")
-    _data_dir(train)
+    add_data_dir_argument(train)
     train.set_defaults(handler=tokenizer_train_command)
-
-
-def _data_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-dir", type=Path, default=Path(os.environ.get(DATA_DIR_ENV, "midmix-data")),
-        help=f"data directory (default: ${DATA_DIR_ENV} or ./midmix-data)",
-    )  # fmt: skip
 
 
 def plan_command(args: argparse.Namespace) -> int:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from midmix.config_files import read_mapping_file, validate_model
 from midmix.errors import MidmixError
 from trainer.model import ModelConfig
 from trainer.schedule import LrSegment
@@ -116,29 +115,8 @@ class TrainConfig(BaseModel):
 
 def load_train_config(path: str | Path) -> TrainConfig:
     """Read a YAML or JSON training config; relative paths in it are taken from the file's folder."""
-    path = Path(path)
-    if not path.is_file():
-        raise MidmixError(f"training config not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    try:
-        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise MidmixError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {error}") from error
-    if not isinstance(raw, dict):
-        raise MidmixError(f"{path} must hold a mapping of settings, got {type(raw).__name__}")
-    try:
-        config = TrainConfig.model_validate(raw)
-    except ValidationError as error:
-        raise MidmixError(f"{path}: {_describe(error)}") from error
-    return _anchor_paths(config, path.parent)
-
-
-def _describe(error: ValidationError) -> str:
-    problems = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "config"
-        problems.append(f"{where}: {item['msg']}")
-    return "; ".join(problems)
+    config = validate_model(TrainConfig, read_mapping_file(path, "training config"), "training config", f"in {path}")
+    return _anchor_paths(config, Path(path).parent)
 
 
 def _anchor_paths(config: TrainConfig, base: Path) -> TrainConfig:

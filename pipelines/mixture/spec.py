@@ -14,23 +14,20 @@ Weights and the reserved general share (documented choice):
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from midmix.errors import MidmixError
+from midmix.config_files import read_mapping_file, validate_model
 from pipelines.schema import SIGNAL_COLUMNS
 from pipelines.tokenizer import TokenizerSpec
 
@@ -250,26 +247,12 @@ def effective_weights(phase: PhaseSpec, normalize: bool) -> list[float]:
 
 def parse_spec(data: object, source: str = "spec") -> MixtureSpec:
     """Validate a spec given as plain data; errors name the field and ``source``."""
-    try:
-        return MixtureSpec.model_validate(data)
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in issue['loc']) or '<root>'}: {issue['msg']}" for issue in error.errors()
-        )
-        raise MidmixError(f"{source}: invalid mixture spec: {problems}") from None
+    return validate_model(MixtureSpec, data, "mixture spec", f"in {source}")
 
 
 def load_spec(path: str | Path) -> MixtureSpec:
     """Read a spec from a YAML or JSON file; unknown keys or wrong types raise MidmixError."""
-    path = Path(path)
-    if not path.is_file():
-        raise MidmixError(f"mixture spec not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise MidmixError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {error}") from None
-    return parse_spec(data, str(path))
+    return parse_spec(read_mapping_file(path, "mixture spec"), str(path))
 
 
 def slug(value: str) -> str:
