@@ -93,7 +93,7 @@ def test_identical_concurrent_builds_share_one_job(slow_service: RunningService)
     assert job["result"] in published(slow_service.data_dir)
 
 
-def test_cancel_stops_the_worker_and_publishes_nothing(slow_service: RunningService) -> None:
+def test_cancel_kills_the_worker_publishes_nothing_and_retry_completes(slow_service: RunningService) -> None:
     data_dir = slow_service.data_dir
     store = JobStore(data_dir / "jobs")
     client = MidmixClient(slow_service.url, retries=0)
@@ -101,12 +101,14 @@ def test_cancel_stops_the_worker_and_publishes_nothing(slow_service: RunningServ
     wait_until(lambda: client.job(job_id)["step"] not in (None, "starting"))
     worker = store.get(job_id).worker_pid
     cancelled = client.cancel(job_id)
-    wait_until(lambda: not process_alive(worker, None), timeout=20)
+    wait_until(lambda: not process_alive(worker, None), timeout=10)
     with pytest.raises(ConflictError, match="already cancelled"):
         client.cancel(job_id)
     version = expected_version(data_dir, spec("cancelled"))
     assert cancelled["state"] == client.job(job_id)["state"] == "cancelled"
     assert version not in published(data_dir)
+    done = client.wait(client.retry(job_id)["id"], poll=0.1, timeout=90)
+    assert (done["state"], done["result"]) == ("succeeded", version)
     assert not (data_dir / "mixtures" / ".staging" / version).exists()
 
 

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from midmix.errors import ConflictError
@@ -20,7 +19,6 @@ from service.jobs.record import ACTIVE_STATES, RETRYABLE_STATES, Job, utc_now
 from service.jobs.store import JobStore
 
 _TICK_S = 0.2
-_CANCEL_GRACE_S = 10.0  # unwinding removes the staging directory; give it time on a busy host
 
 
 def process_start_time(pid: int) -> int | None:
@@ -51,7 +49,6 @@ class JobRunner:
         self._pid = os.getpid()
         self._started = process_start_time(self._pid)
         self._children: dict[str, subprocess.Popen] = {}
-        self._cancel_seen: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="midmix-jobs", daemon=True)
 
@@ -82,7 +79,6 @@ class JobRunner:
         while not self._stop.wait(_TICK_S):
             try:
                 self._reap_children()
-                self._kill_lingering_cancelled()
                 self.mark_orphans_interrupted()
                 self._claim_and_start()
             except Exception as error:  # noqa: BLE001 - the dispatcher must outlive one bad tick
@@ -120,24 +116,12 @@ class JobRunner:
         )
         self.store.update_unlocked(job.id, lambda _: running)
 
-    def _kill_lingering_cancelled(self) -> None:
-        """SIGKILL a cancelled job's worker that ignored SIGTERM (stuck in native code) for a while."""
-        now = time.monotonic()
-        for job_id, child in list(self._children.items()):
-            if self.store.get(job_id).state != "cancelled":
-                continue
-            first_seen = self._cancel_seen.setdefault(job_id, now)
-            if now - first_seen > _CANCEL_GRACE_S and child.poll() is None:
-                print(f"midmix jobs: worker of cancelled job {job_id} ignored SIGTERM; killing it", file=sys.stderr)
-                child.kill()
-
     def _reap_children(self) -> None:
         for job_id, child in list(self._children.items()):
             code = child.poll()
             if code is None:
                 continue
             del self._children[job_id]
-            self._cancel_seen.pop(job_id, None)
 
             def crashed(job: Job, code: int = code) -> Job | None:
                 if job.state != "running":
@@ -150,7 +134,13 @@ class JobRunner:
 
 
 def cancel_job(store: JobStore, job_id: str) -> Job:
-    """Cancel a queued or running job (its worker gets SIGTERM); finished jobs conflict."""
+    """Cancel a queued or running job; finished jobs conflict.
+
+    The worker gets SIGKILL, not SIGTERM: a SystemExit raised by a SIGTERM handler can be
+    swallowed by library code (seen inside a lazy pandas import) and the build would then go on
+    to publish. Killed, it can publish nothing; its staging directory is removed by the next
+    build of the same version (see ``midmix.publish``).
+    """
     with store.locked():
         job = store.get(job_id)
         if job.state not in ACTIVE_STATES:
@@ -159,7 +149,7 @@ def cancel_job(store: JobStore, job_id: str) -> Job:
         store.update_unlocked(job_id, lambda _: cancelled)
     if job.state == "running" and job.worker_pid and process_alive(job.owner_pid, job.owner_started):
         try:
-            os.kill(job.worker_pid, signal.SIGTERM)
+            os.kill(job.worker_pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     return cancelled

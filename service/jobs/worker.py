@@ -8,7 +8,6 @@ left ``running`` by a dead service is really stopped and can be marked ``interru
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 import time
@@ -74,8 +73,6 @@ def _finish(store: JobStore, job_id: str, **update: object) -> None:
 def main(data_dir: Path, job_id: str) -> int:
     """Run the job and record its outcome; the exit code only matters for crashes."""
     threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
-    # Cancel sends SIGTERM: unwind as SystemExit so the build removes its staging directory.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     store = JobStore(data_dir / "jobs")
     job = store.get(job_id)
     try:
