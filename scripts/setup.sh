@@ -9,4 +9,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch first and pinned: a bare torch requirement elsewhere would pull a multi-GB CUDA build.
 .venv/bin/pip install -q "torch==2.13.0"
-.venv/bin/pip install -q -e ".[test]"
+.venv/bin/pip install -q -e ".[test,bench]"
