@@ -28,5 +28,5 @@ VERSION=$(midmix remote build examples/demo-mixture.yaml --url "$URL" --wait --p
 midmix remote show "$VERSION" --url "$URL"
 
 echo "== 4/4 train a tiny model on it (CPU, a few minutes)"
-midmix train examples/train-demo.yaml --url "$URL" --mixture "$VERSION" --out "$DATA/runs/demo"
-echo "metrics: $DATA/runs/demo/metrics.jsonl  plot: $DATA/runs/demo/training.png"
+midmix train examples/train-demo.yaml --url "$URL" --mixture "$VERSION" --out "$DATA/runs/$VERSION"
+echo "metrics: $DATA/runs/$VERSION/metrics.jsonl  plot: $DATA/runs/$VERSION/training.png"
