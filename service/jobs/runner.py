@@ -63,8 +63,8 @@ class JobRunner:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         for job_id, child in list(self._children.items()):
-            child.terminate()
-            child.wait(timeout=10)
+            child.kill()  # as in cancel_job: SIGTERM can be swallowed; a retry finishes the same version
+            child.wait()
             self.store.update(job_id, _interrupt_if_running)
         self._children.clear()
 
