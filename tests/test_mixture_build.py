@@ -73,7 +73,7 @@ def test_budgets_are_met_within_one_document_and_shards_match_the_manifest(data_
         assert sum(c["target_tokens"] for c in phase["components"]) == phase["token_budget"]
         for component in phase["components"]:
             rows = _rows(version_dir, component)
-            assert component["target_tokens"] <= component["realized_tokens"] < component["target_tokens"] + max(rows["n_tokens"])
+            assert abs(component["realized_tokens"] - component["target_tokens"]) <= max(rows["n_tokens"]) / 2
             assert sum(rows["n_tokens"]) == component["realized_tokens"] == sum(s["tokens"] for s in component["shards"])
             for shard in component["shards"]:
                 path = version_dir / shard["path"]
@@ -171,7 +171,7 @@ def test_hf_tokenizer_mixture_counts_with_its_own_encoding(data_dir, tmp_path):
     table = pq.read_table(version_dir / qa["shards"][0]["path"])
     ids = np.concatenate([np.asarray(x) for x in table.column("input_ids").to_pylist()])
     assert ids.max() < 400 and len(ids) == qa["realized_tokens"]
-    assert qa["target_tokens"] <= qa["realized_tokens"] < qa["target_tokens"] + max(table.column("n_tokens").to_pylist())
+    assert abs(qa["realized_tokens"] - qa["target_tokens"]) <= max(table.column("n_tokens").to_pylist()) / 2
     with Catalog(data_dir) as catalog:
         plan = plan_mixture(parse_spec(spec), catalog)
     # The catalog counts bytes; the build recounted with BPE, which needs fewer tokens for the same documents.

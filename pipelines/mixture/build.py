@@ -202,9 +202,11 @@ def build_component(
 
 
 def epoch_sequence(n_tokens: np.ndarray, target: int, partial_order: np.ndarray) -> np.ndarray:
-    """Row indices to write: whole epochs in order, then the fewest docs of ``partial_order`` reaching ``target``.
+    """Row indices to write: whole epochs in order, then the prefix of ``partial_order`` closest to ``target``.
 
-    The partial epoch keeps curriculum order; the result overshoots ``target`` by less than one document.
+    The partial epoch keeps curriculum order. Stopping at whichever document boundary is nearer (not the
+    first one past the target) keeps every component within half a document of its budget, so realized
+    shares stay close to the weights even when documents are long.
     """
     total = int(n_tokens.sum())
     if target <= 0 or total == 0:
@@ -214,6 +216,9 @@ def epoch_sequence(n_tokens: np.ndarray, target: int, partial_order: np.ndarray)
     if remainder:
         reached = np.cumsum(n_tokens[partial_order], dtype=np.int64)
         count = int(np.searchsorted(reached, remainder)) + 1
+        below = int(reached[count - 2]) if count >= 2 else 0
+        if remainder - below < int(reached[count - 1]) - remainder and (count >= 2 or full > 0):
+            count -= 1
         parts.append(np.sort(partial_order[:count]).astype(np.int64))
     return np.concatenate(parts)
 
