@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.packing import IGNORE_INDEX, pack_documents, pack_pieces
+from trainer.packing import IGNORE_INDEX, pack_documents, pack_pieces, pack_windows
 
 EOS = 0
 M = IGNORE_INDEX
@@ -74,3 +74,26 @@ def test_windows_pack_independently_and_may_start_inside_a_document():
 def test_pieces_that_do_not_fill_whole_windows_raise():
     with pytest.raises(ValueError, match="do not make 1 windows of n \\* 4 \\+ 1 tokens"):
         pack_pieces([np.array([1, 2, 3])], np.array([0]), np.array([True]), seq_len=4, eos_id=EOS)
+
+
+def test_windows_of_a_laid_out_stream_take_boundaries_from_document_ends():
+    # stream: [1 2] E [3] E [4 5 6 7 8] E [9 9 9] E; windows of 5 tokens at 0 and 7 (strided, as ranks take them)
+    stream = np.array([1, 2, 0, 3, 0, 4, 5, 6, 7, 8, 0, 9, 9, 9, 0])
+    begins = np.array([0, 7])
+    packed = pack_windows(np.stack([stream[b : b + 5] for b in begins]), begins, np.array([3, 5, 11, 15]), seq_len=2)
+    assert packed.input_ids.tolist() == [[[1, 2], [0, 3]], [[6, 7], [8, 0]]]
+    assert packed.targets.tolist() == [[[2, 0], [M, 0]], [[7, 8], [0, M]]]
+    assert packed.doc_ids.tolist() == [[[0, 0], [0, 1]], [[2, 2], [2, 2]]]
+    assert packed.position_ids.tolist() == [[[0, 1], [0, 0]], [[0, 1], [0, 1]]]
+
+
+def test_pack_windows_equals_pack_documents():
+    rng = np.random.default_rng(3)
+    documents = [rng.integers(1, 200, size=n) for n in rng.integers(0, 30, size=200)]  # empty ones too
+    expected = pack_documents(documents, seq_len=8, eos_id=EOS)
+    stream = np.concatenate([np.append(doc, EOS) for doc in documents])
+    ends = np.cumsum([len(doc) + 1 for doc in documents])
+    begins = np.arange(len(expected.input_ids) // 3) * 24  # windows of 3 sequences
+    packed = pack_windows(np.stack([stream[b : b + 25] for b in begins]), begins, ends, seq_len=8)
+    for key in ("input_ids", "targets", "position_ids", "doc_ids"):
+        assert np.array_equal(getattr(packed, key).reshape(-1, 8), getattr(expected, key)[: len(begins) * 3]), key

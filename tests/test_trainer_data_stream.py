@@ -94,11 +94,12 @@ def _cat(batches: list[dict]) -> dict:
     return {key: torch.cat([batch[key] for batch in batches]) for key in KEYS}
 
 
-@pytest.mark.parametrize("block_tokens", [1 << 18, 100])
-def test_stream_is_the_blend_of_components_packed(phase_dir, monkeypatch, block_tokens):
+@pytest.mark.parametrize(("block_tokens", "segment_tokens"), [(1 << 18, 1 << 22), (100, 1 << 22), (1 << 18, 100)])
+def test_stream_is_the_blend_of_components_packed(phase_dir, monkeypatch, tmp_path, block_tokens, segment_tokens):
     monkeypatch.setattr(phase_stream, "_BLOCK_TOKENS", block_tokens)  # 100: one micro-batch per block
+    monkeypatch.setattr(phase_stream, "_SEGMENT_TOKENS", segment_tokens)  # 100: windows straddle segments
     _, _, docs = phase_dir
-    stream = _stream(phase_dir)
+    stream = _stream(phase_dir, decoded_dir=tmp_path)
     names = [name for name, _, _ in COMPONENTS]
     schedule = blend_schedule([len(docs[name]) for name in names], sum(len(docs[n]) for n in names))
     taken = {name: iter(docs[name]) for name in names}
@@ -192,13 +193,16 @@ def test_phase_by_name_and_missing_shard_raise_midmix_errors(phase_dir, tmp_path
         _stream(phase_dir, start_step=10**6)
 
 
-def test_resume_decodes_only_the_shards_it_reads(phase_dir, tmp_path):
+def test_resume_decodes_and_lays_out_only_what_it_reads(phase_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(phase_stream, "_SEGMENT_TOKENS", 256)  # one step's sequences span 257 stream tokens
     _, phase, _ = phase_dir
     web = phase["components"][0]["shards"]
     last_step = _stream(phase_dir).steps_in_phase() - 1
     _collect(_stream(phase_dir, start_step=last_step, decoded_dir=tmp_path))
     assert not (tmp_path / f"{web[0]['sha256']}.ids.npy").exists()
     assert (tmp_path / f"{web[1]['sha256']}.ids.npy").exists()
+    segments = sorted(int(path.stem.rsplit("-", 1)[1]) for path in tmp_path.glob("stream-*.npy"))
+    assert segments == [last_step, last_step + 1]
 
 
 def test_input_ids_disagreeing_with_n_tokens_raise(tmp_path):
@@ -216,8 +220,10 @@ def test_input_ids_disagreeing_with_n_tokens_raise(tmp_path):
 
 def test_a_damaged_decoded_copy_is_decoded_again(phase_dir, tmp_path):
     expected = _cat(_collect(_stream(phase_dir, decoded_dir=tmp_path)))
-    for ids in tmp_path.glob("*.ids.npy"):
-        os.truncate(ids, ids.stat().st_size // 2)
+    damaged = list(tmp_path.glob("*.npy"))  # decoded shards and the laid-out stream
+    assert any(path.name.startswith("stream-") for path in damaged)
+    for path in damaged:
+        os.truncate(path, path.stat().st_size // 2)
     again = _cat(_collect(_stream(phase_dir, decoded_dir=tmp_path)))
     for key in KEYS:
         assert torch.equal(again[key], expected[key]), key

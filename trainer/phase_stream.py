@@ -13,13 +13,19 @@ Construction reads only the small ``n_tokens`` and ``domain`` columns. Token ids
 once per shard, when the stream first reaches it, into flat uncompressed arrays named by the
 shard's sha256 under ``decoded_dir`` (shared by DataLoader workers, ranks and later runs), which
 are then memory-mapped; decoding zstd Parquet costs more than everything else the loader does,
-so paying it once matters. Shards before ``start_step`` are never decoded: resume is cheap.
+so paying it once matters. Since the global order is fixed, the blended, EOS-separated token
+stream itself is then laid out once, in segments named by the phase's content (``_StreamSegments``),
+and a micro-batch is a slice of it plus whole-array work over document ends (``pack_windows``),
+not a gather from documents. Shards and segments before ``start_step`` are never read: resume is cheap.
 """
 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import functools
+import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -34,7 +40,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from midmix.errors import MidmixError, NotFoundError
 from trainer.blend import blend_schedule
-from trainer.packing import PackedSequences, pack_pieces
+from trainer.packing import pack_windows
 from trainer.shard_cache import decoded_shard
 
 DEFAULT_DECODED_DIR = Path(tempfile.gettempdir()) / f"midmix-decoded-{os.getuid()}"
@@ -43,6 +49,10 @@ its byte cap covers them)."""
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 """glibc ``mallopt`` parameters (malloc.h)."""
+
+_SEGMENT_TOKENS = 1 << 22
+"""Stream tokens per laid-out segment file (16 MB of uint32): large enough that few windows
+straddle two segments, small enough that a resume lays out little it will not read."""
 
 _BLOCK_TOKENS = 1 << 18
 """Tokens of micro-batches built per vectorised call: amortises numpy call overhead while
@@ -156,16 +166,17 @@ class PhaseStream(IterableDataset):
             for shards, counts, name in zip(self._shards, self._component_tokens, self.component_names)
         ]
         try:
-            yield from self._micro_batches(readers, worker_id, workers)
+            yield from self._micro_batches(_StreamSegments(self, readers), worker_id, workers)
         finally:
             for reader in readers:
                 reader.close()
 
-    def _micro_batches(self, readers: list[_ComponentReader], worker_id: int, workers: int) -> Iterator[dict]:
+    def _micro_batches(self, segments: _StreamSegments, worker_id: int, workers: int) -> Iterator[dict]:
         per_step = self.micro_batches_per_step
         items = (self.steps_in_phase() - self.start_step) * per_step
         # Item-level round robin matches the DataLoader's in-order fetching from its workers.
         mine = np.arange(worker_id, items, workers)
+        width = self.micro_batch_size * self.seq_len + 1
         per_block = max(1, _BLOCK_TOKENS // (self.micro_batch_size * self.seq_len))
         for block in np.array_split(mine, -(-len(mine) // per_block)) if len(mine) else []:
             steps, micro_steps = np.divmod(block, per_step)
@@ -173,7 +184,11 @@ class PhaseStream(IterableDataset):
             first_sequences = (
                 steps * self.global_batch_size + self.rank * self.rank_batch_size + micro_steps * self.micro_batch_size
             )
-            packed = self._pack(readers, first_sequences)
+            begins = first_sequences * self.seq_len
+            tokens = np.empty((len(begins), width), dtype=np.int64)
+            for row, begin in zip(tokens, begins.tolist()):
+                segments.copy_to(row, begin)
+            packed = pack_windows(tokens, begins, self._ends, self.seq_len)
             for number, (step, micro_step) in enumerate(zip(steps.tolist(), micro_steps.tolist())):
                 yield {
                     "input_ids": torch.from_numpy(packed.input_ids[number]),
@@ -184,36 +199,91 @@ class PhaseStream(IterableDataset):
                     "micro_step": micro_step,
                 }
 
-    def _pack(self, readers: list[_ComponentReader], first_sequences: np.ndarray) -> PackedSequences:
-        """For each start, the ``micro_batch_size`` sequences from there: ``[len(starts), micro_batch_size, seq_len]``.
+    def _stream_tokens(self, readers: list[_ComponentReader], begin: int, end: int) -> np.ndarray:
+        """Stream tokens ``[begin, end)`` (uint32, EOS after each document) gathered from the decoded shards.
 
-        Each is a window of ``micro_batch_size * seq_len + 1`` stream tokens, cut into one piece
-        per document it touches; a piece is a view into a memory-mapped decoded shard, so only the
-        window's tokens are copied (a long document is never copied whole).
+        One slice copy per document the range touches; a long document is never copied whole.
         """
-        width = self.micro_batch_size * self.seq_len + 1
-        begins = first_sequences * self.seq_len
-        ends = begins + width
-        first = np.searchsorted(self._ends, begins, side="right")
-        counts = np.searchsorted(self._ends, ends - 1, side="right") - first + 1
-        # The documents each window touches, concatenated (a document can be in two windows).
-        docs = np.repeat(first - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()))
-        window_of = np.repeat(np.arange(len(begins)), counts)
+        first = int(np.searchsorted(self._ends, begin, side="right"))
+        last = int(np.searchsorted(self._ends, end - 1, side="right"))
+        docs = np.arange(first, last + 1)
         lengths, doc_end = self._n_tokens[docs], self._ends[docs]
         doc_start = doc_end - lengths - 1
-        skip = np.maximum(begins[window_of] - doc_start, 0)
-        spans = np.minimum(doc_end, ends[window_of]) - doc_start - skip
-        eos_after = skip + spans == lengths + 1
-        stops = np.minimum(skip + spans, lengths)
-
-        pieces: list[np.ndarray] = [np.empty(0, dtype=np.uint32)] * len(docs)
+        skip = np.maximum(begin - doc_start, 0)
+        stops = np.minimum(np.minimum(doc_end, end) - doc_start, lengths)
+        out_at = np.maximum(doc_start - begin, 0)
+        out = np.empty(end - begin, dtype=np.uint32)
         components = self._component[docs]
         for index in np.unique(components):
             chosen = np.flatnonzero(components == index)
             for values, members, offsets in readers[index].locate(self._row[docs[chosen]]):
                 for entry, offset in zip(chosen[members].tolist(), offsets.tolist()):
-                    pieces[entry] = values[offset + skip[entry] : offset + stops[entry]]
-        return pack_pieces(pieces, docs, eos_after, self.seq_len, self.eos_id, windows=len(begins))
+                    piece = values[offset + skip[entry] : offset + stops[entry]]
+                    out[out_at[entry] : out_at[entry] + len(piece)] = piece
+        eos_at = doc_end - 1 - begin
+        out[eos_at[(eos_at >= 0) & (eos_at < end - begin)]] = self.eos_id
+        return out
+
+    def layout_key(self) -> str:
+        """Names the phase's laid-out token stream: everything it depends on (shard contents, EOS, segment size)."""
+        shards = [[sha256 for _, sha256 in component] for component in self._shards]
+        spec = json.dumps({"shards": shards, "eos_id": self.eos_id, "segment_tokens": _SEGMENT_TOKENS})
+        return hashlib.sha256(spec.encode()).hexdigest()
+
+
+class _StreamSegments:
+    """The phase's token stream laid out once, in ``_SEGMENT_TOKENS`` segments, as uint32 ``.npy`` files.
+
+    The global order never changes, so the blend and the EOS separators are paid for once per
+    machine: segment ``k`` is gathered from the decoded shards on first use (under a file lock,
+    so workers and ranks lay it out once), named by ``PhaseStream.layout_key``, then memory-mapped.
+    A micro-batch is then a slice of it. Only segments the run reads are laid out: resume stays cheap.
+    """
+
+    def __init__(self, stream: PhaseStream, readers: list[_ComponentReader]):
+        self._stream = stream
+        self._readers = readers
+        self._total = int(stream._ends[-1])
+        self._prefix = stream.decoded_dir / f"stream-{stream.layout_key()}"
+        self._mapped: dict[int, np.ndarray] = {}
+
+    def copy_to(self, row: np.ndarray, begin: int) -> None:
+        """Fill ``row`` with the stream tokens from ``begin`` on (a window may straddle two segments)."""
+        done = 0
+        while done < len(row):
+            segment, at = divmod(begin + done, _SEGMENT_TOKENS)
+            values = self._segment(segment)[at : at + len(row) - done]
+            row[done : done + len(values)] = values
+            done += len(values)
+
+    def _segment(self, segment: int) -> np.ndarray:
+        if segment not in self._mapped:
+            self._mapped = {segment - 1: self._mapped[segment - 1]} if segment - 1 in self._mapped else {}
+            self._mapped[segment] = self._load_or_build(segment)
+        return self._mapped[segment]
+
+    def _load_or_build(self, segment: int) -> np.ndarray:
+        begin = segment * _SEGMENT_TOKENS
+        end = min(begin + _SEGMENT_TOKENS, self._total)
+        path = Path(f"{self._prefix}-{segment:06d}.npy")
+        self._stream.decoded_dir.mkdir(parents=True, exist_ok=True)
+        for attempt in range(2):
+            if attempt or not path.exists():
+                with open(f"{path}.lock", "w") as lock:
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                    if attempt or not path.exists():
+                        tokens = self._stream._stream_tokens(self._readers, begin, end)
+                        partial = path.with_name(f"{path.name}.{os.getpid()}.part")
+                        with open(partial, "wb") as handle:
+                            np.save(handle, tokens)
+                        os.replace(partial, path)
+            try:
+                values = np.asarray(np.load(path, mmap_mode="r"))  # a plain view: slicing a np.memmap is slow
+            except (OSError, ValueError):
+                continue
+            if len(values) == end - begin:
+                return values
+        raise MidmixError(f"cannot lay out segment {segment} of phase {self._stream.name!r} at {path}; check the disk")
 
 
 class _ComponentReader:
