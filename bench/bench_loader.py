@@ -20,8 +20,8 @@ batches; we report tokens/s delivered and the ratio of ours to the fastest peer.
 HF peers drop incomplete tails, so they deliver slightly fewer tokens; we report tokens/s.
 
 "Warm" times iteration only, each loader over its prepared local copy: litdata's chunks, HF's
-Arrow cache, our decoded shards (PhaseStream decodes each zstd Parquet shard once, then
-memory-maps it). "Cold" starts from the Parquet shards a mixture build publishes: each peer's
+Arrow cache, our decoded shards and laid-out stream (PhaseStream decodes each zstd Parquet shard
+once and lays the phase's blended token stream out once, then memory-maps it). "Cold" starts from the Parquet shards a mixture build publishes: each peer's
 one-off conversion plus a pass, and our first pass (which does the decoding).
 
 Ratio accuracy on a 70/30 mix: the largest deviation from the target count in any window of

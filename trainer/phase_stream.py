@@ -225,10 +225,14 @@ class PhaseStream(IterableDataset):
         return out
 
     def layout_key(self) -> str:
-        """Names the phase's laid-out token stream: everything it depends on (shard contents, EOS, segment size)."""
+        """Names the phase's laid-out token stream by everything it depends on: shard contents,
+        the blend schedule itself (so a change to ``blend_schedule`` can never reuse a stale layout),
+        EOS id and segment size."""
         shards = [[sha256 for _, sha256 in component] for component in self._shards]
         spec = json.dumps({"shards": shards, "eos_id": self.eos_id, "segment_tokens": _SEGMENT_TOKENS})
-        return hashlib.sha256(spec.encode()).hexdigest()
+        digest = hashlib.sha256(spec.encode())
+        digest.update(self._component.tobytes())
+        return digest.hexdigest()
 
 
 class _StreamSegments:
