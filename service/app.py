@@ -49,7 +49,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         description="Curate corpora, build versioned mid-training mixtures and serve their shards.",
     )
     app.state.settings = settings
-    app.state.versions = VersionStore(data_dir)
+    app.state.versions = VersionStore(data_dir, settings.shard_store)
     app.state.jobs = JobStore(data_dir / "jobs")
     # Shards first: FastAPI matches routes in order and shard downloads are the hot path.
     for module in (shards, mixtures, datasets, jobs, meta):

@@ -40,7 +40,9 @@ class MidmixClient:
         self.retries = retries
         self.backoff = backoff
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        # Redirects are followed: a service may send shard downloads to a signed object-store URL
+        # (httpx drops the Authorization header when the redirect leaves the service's origin).
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, follow_redirects=True)
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -191,7 +193,9 @@ class MidmixClient:
             mode = "ab" if response.status_code == 206 else "wb"
             with open(partial, mode) as handle:
                 handle.writelines(response.iter_bytes(_CHUNK))
-            return response.headers.get("etag", "").strip('"') or None
+            # After a redirect the store's own ETag is not a sha256; the service's 307 carries it.
+            answered = response.history[0] if response.history else response
+            return answered.headers.get("etag", "").strip('"') or None
 
     def _retrying(self, attempt: Callable[[], Any]) -> Any:
         """Run ``attempt``, retrying transport errors and 5xx with exponential backoff."""

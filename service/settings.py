@@ -2,13 +2,17 @@
 
 Tokens are lists so a team can rotate them without downtime. With no read tokens reads are
 open; with no write tokens writes are open too (a local, single-user service).
+
+``shard_store`` names an object-store mirror (``s3://bucket/prefix``, ``memory://bucket``) that
+``midmix mixtures push`` fills; versions missing locally are served from it, by ``redirect`` to a
+signed URL where the store can sign one, else by ``proxy`` (the service streams the bytes).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
@@ -26,6 +30,8 @@ class ServiceSettings(BaseSettings):
     write_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
     read_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
     job_workers: int = Field(default=1, ge=1, le=64)
+    shard_store: str | None = None
+    shard_store_mode: Literal["redirect", "proxy"] = "redirect"
 
     @field_validator("write_tokens", "read_tokens", mode="before")
     @classmethod

@@ -4,6 +4,11 @@ Published versions are immutable (atomic rename, manifest written last), so a ma
 once can be served from memory; the cache is keyed on the file's inode and mtime so a version
 rebuilt after deletion is picked up. Listing reads the directories, never the DuckDB catalog,
 so reads never contend with a build holding the catalog.
+
+With a ``shard_store`` (an fsspec URL that ``midmix mixtures push`` mirrors versions to), a
+version missing locally is looked up at ``<store>/<kind>/<version>/manifest.json``; its files
+are then ``MirroredFile`` locations the routes redirect to or proxy. A mirrored manifest is
+cached without a stamp: pushed versions are immutable and the manifest is written last.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
 from stat import S_ISREG
 from threading import Lock
 
-from midmix.errors import NotFoundError
+from midmix.errors import MidmixError, NotFoundError
+from pipelines import storage
 from service.composition import phase_composition
 
 _VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -33,6 +40,15 @@ class ServedFile:
 
 
 @dataclass(frozen=True)
+class MirroredFile:
+    """A listed file that lives only in the object-store mirror: its URL, content hash and size."""
+
+    location: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
 class CachedManifest:
     """A parsed manifest, its JSON bytes as served, and the files it lists by relative path."""
 
@@ -45,9 +61,12 @@ class CachedManifest:
 class VersionStore:
     """Datasets and mixtures under ``data_dir``: list, read manifests, resolve servable files."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, shard_store: str | None = None):
         self.data_dir = data_dir.resolve()
+        self.shard_store = shard_store.rstrip("/") if shard_store else None
         self._cache: dict[Path, tuple[tuple[int, int, int], CachedManifest]] = {}
+        self._mirrored: dict[tuple[str, str], CachedManifest] = {}
+        self._sizes: dict[str, int] = {}
         self._derived: dict[tuple[str, str, str], dict] = {}
         self._resolved: dict[tuple[str, str, str], Path | None] = {}
         self._lock = Lock()
@@ -58,7 +77,7 @@ class VersionStore:
         try:
             stat = path.stat()
         except FileNotFoundError:
-            raise NotFoundError(self._missing(kind, version)) from None
+            return self._mirrored_manifest(kind, version)
         stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         with self._lock:
             hit = self._cache.get(path)
@@ -71,9 +90,33 @@ class VersionStore:
             self._cache[path] = (stamp, cached)
         return cached
 
+    def is_mirrored(self, kind: str, version: str) -> bool:
+        """True when ``version`` is served from the shard store (it is not in the data directory)."""
+        return not (self.version_dir(kind, version) / "manifest.json").is_file() and self.shard_store is not None
+
+    def mirror_location(self, kind: str, version: str) -> str:
+        """The URL of a version's folder in the shard store."""
+        if self.shard_store is None:
+            raise NotFoundError(self._missing(kind, version))
+        return f"{self.shard_store}/{kind}/{self.version_dir(kind, version).name}"
+
+    def created_at(self, kind: str, version: str) -> str:
+        """ISO time the version's manifest was published (locally, or in the mirror when it has a time)."""
+        manifest_path = self.version_dir(kind, version) / "manifest.json"
+        if manifest_path.is_file():
+            return datetime.fromtimestamp(manifest_path.stat().st_mtime, UTC).isoformat()
+        fs, path = storage.resolve(f"{self.mirror_location(kind, version)}/manifest.json")
+        try:
+            stamp = fs.modified(path)
+        except (NotImplementedError, FileNotFoundError):
+            return ""
+        return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).isoformat()
+
     def composition(self, version: str) -> dict[str, dict[str, dict[str, int]]]:
         """Tokens per phase by domain and source; computed once per version (versions are immutable)."""
         cached = self.manifest("mixtures", version)
+        if self.is_mirrored("mixtures", version):
+            raise MidmixError(f"mixture {version} is only in the shard store; composition reads local shards")
         key = ("composition", version, cached.etag)
         with self._lock:
             hit = self._derived.get(key)
@@ -86,12 +129,40 @@ class VersionStore:
     def versions(self, kind: str) -> list[str]:
         """Published versions of ``kind``, newest first (by publication time)."""
         root = self.data_dir / kind
-        if not root.is_dir():
-            return []
-        entries = [entry for entry in os.scandir(root) if _VERSION_NAME.match(entry.name) and entry.is_dir()]
+        scanned = list(os.scandir(root)) if root.is_dir() else []
+        entries = [entry for entry in scanned if _VERSION_NAME.match(entry.name) and entry.is_dir()]
         entries = [entry for entry in entries if os.path.exists(os.path.join(entry.path, "manifest.json"))]
         entries.sort(key=lambda entry: entry.stat().st_mtime_ns, reverse=True)
-        return [entry.name for entry in entries]
+        local = [entry.name for entry in entries]
+        return local + [version for version in self._mirrored_versions(kind) if version not in local]
+
+    def _mirrored_versions(self, kind: str) -> list[str]:
+        """Versions in the shard store with a manifest (pushed completely), sorted by name."""
+        if self.shard_store is None:
+            return []
+        fs, root = storage.resolve(f"{self.shard_store}/{kind}")
+        if not fs.isdir(root):
+            return []
+        names = sorted(PurePosixPath(path).name for path in fs.ls(root, detail=False))
+        return [name for name in names if _VERSION_NAME.match(name) and fs.isfile(f"{root}/{name}/manifest.json")]
+
+    def _mirrored_manifest(self, kind: str, version: str) -> CachedManifest:
+        """A version's manifest from the shard store (cached: pushed versions never change)."""
+        key = (kind, version)
+        with self._lock:
+            hit = self._mirrored.get(key)
+        if hit is not None:
+            return hit
+        location = f"{self.mirror_location(kind, version)}/manifest.json"
+        if not storage.exists(location):
+            raise NotFoundError(self._missing(kind, version))
+        with storage.open_file(location) as handle:
+            body = handle.read()
+        data = json.loads(body)
+        cached = CachedManifest(data=data, body=body, etag=sha256_bytes_etag(body), files=_listed_files(data))
+        with self._lock:
+            self._mirrored[key] = cached
+        return cached
 
     def version_dir(self, kind: str, version: str) -> Path:
         """The directory of one version; names that could escape ``kind/`` are not found."""
@@ -99,19 +170,34 @@ class VersionStore:
             raise NotFoundError(self._missing(kind, version))
         return self.data_dir / kind / version
 
-    def servable_file(self, version: str, relative: str) -> ServedFile:
-        """A mixture file listed in its manifest, resolved inside the version directory."""
+    def servable_file(self, version: str, relative: str) -> ServedFile | MirroredFile:
+        """A mixture file listed in its manifest, resolved inside the version directory or its mirror."""
         cached = self.manifest("mixtures", version)
         sha256 = cached.files.get(relative)
         if sha256 is None:
             raise NotFoundError(
                 f"mixture {version} lists no file {relative!r}; see its manifest for shard, eval and tokenizer paths"
             )
+        if self.is_mirrored("mixtures", version):
+            return self._mirrored_file(version, relative, sha256)
         path = self._contained(version, relative, cached.etag)
         stat = path.stat() if path is not None and path.exists() else None
         if stat is None or not S_ISREG(stat.st_mode):
             raise NotFoundError(f"mixture {version} has no servable file {relative!r}")
         return ServedFile(path=path, sha256=sha256, stat=stat)
+
+    def _mirrored_file(self, version: str, relative: str, sha256: str) -> MirroredFile:
+        parts = PurePosixPath(relative).parts
+        if relative.startswith("/") or ".." in parts or "" in parts:
+            raise NotFoundError(f"mixture {version} has no servable file {relative!r}")
+        location = f"{self.mirror_location('mixtures', version)}/{relative}"
+        with self._lock:
+            size = self._sizes.get(location)
+        if size is None:
+            size = storage.size(location)
+            with self._lock:
+                self._sizes[location] = size
+        return MirroredFile(location=location, sha256=sha256, size=size)
 
     def _contained(self, version: str, relative: str, etag: str) -> Path | None:
         """The resolved path of a listed file, or None if symlinks or '..' lead outside the version."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from fastapi import APIRouter, Depends, Request, Response
 
 from pipelines.config import CurationConfig
@@ -45,10 +43,9 @@ async def dataset(version: str, request: Request, versions: VersionStore = Depen
 def _summary(versions: VersionStore, version: str) -> DatasetSummary:
     manifest = versions.manifest("datasets", version).data
     counts = manifest.get("counts") or {}
-    created = (versions.version_dir("datasets", version) / "manifest.json").stat().st_mtime
     return DatasetSummary(
         version=version,
-        created_at=datetime.fromtimestamp(created, UTC).isoformat(),
+        created_at=versions.created_at("datasets", version),
         docs=counts.get("docs"),
         tokens=counts.get("tokens"),
         inputs=[str(entry.get("path")) for entry in manifest.get("inputs") or []],

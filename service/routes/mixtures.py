@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -73,11 +72,10 @@ def composition(
 
 def _summary(versions: VersionStore, version: str) -> MixtureSummary:
     manifest = versions.manifest("mixtures", version).data
-    created = (versions.version_dir("mixtures", version) / "manifest.json").stat().st_mtime
     return MixtureSummary(
         version=version,
         name=manifest.get("name"),
-        created_at=datetime.fromtimestamp(created, UTC).isoformat(),
+        created_at=versions.created_at("mixtures", version),
         tokenizer=(manifest.get("tokenizer") or {}).get("kind"),
         phases=[
             PhaseSummary(

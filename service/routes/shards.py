@@ -11,6 +11,7 @@ from service import dependencies
 from service.auth import require_read
 from service.files import file_response
 from service.schemas import ShardEntry
+from service.settings import ServiceSettings
 from service.versions import VersionStore
 
 router = APIRouter(prefix="/mixtures/{version}", tags=["shards"], dependencies=[Depends(require_read)])
@@ -47,12 +48,18 @@ async def list_shards(
 @router.get("/phases/{phase}/shards/{name}", response_class=Response, responses=_BYTES)
 @router.head("/phases/{phase}/shards/{name}", response_class=Response, responses=_BYTES)
 async def shard(
-    version: str, phase: str, name: str, request: Request, versions: VersionStore = Depends(dependencies.versions)
+    version: str,
+    phase: str,
+    name: str,
+    request: Request,
+    versions: VersionStore = Depends(dependencies.versions),
+    settings: ServiceSettings = Depends(dependencies.settings),
 ) -> Response:
     """One shard's bytes; supports Range, If-Range and If-None-Match (ETag is its sha256)."""
     relative = f"phases/{phase}/{name}"
     if relative in versions.manifest("mixtures", version).files:
-        return file_response(request, versions.servable_file(version, relative), _PARQUET)
+        served = versions.servable_file(version, relative)
+        return file_response(request, served, _PARQUET, redirect=settings.shard_store_mode == "redirect")
     phase_shards(versions.manifest("mixtures", version).data, version, phase)  # names the phases if unknown
     raise NotFoundError(f"phase {phase!r} of mixture {version} has no shard {name!r}; list them with GET .../shards")
 
@@ -60,8 +67,13 @@ async def shard(
 @router.get("/files/{path:path}", response_class=Response, responses=_BYTES)
 @router.head("/files/{path:path}", response_class=Response, responses=_BYTES)
 async def version_file(
-    version: str, path: str, request: Request, versions: VersionStore = Depends(dependencies.versions)
+    version: str,
+    path: str,
+    request: Request,
+    versions: VersionStore = Depends(dependencies.versions),
+    settings: ServiceSettings = Depends(dependencies.settings),
 ) -> Response:
     """Any file the manifest lists (phase or eval shards, tokenizer.json), same headers as shards."""
     media_type = _PARQUET if path.endswith(".parquet") else "application/json"
-    return file_response(request, versions.servable_file(version, path), media_type)
+    served = versions.servable_file(version, path)
+    return file_response(request, served, media_type, redirect=settings.shard_store_mode == "redirect")
