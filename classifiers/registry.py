@@ -1,7 +1,9 @@
 """The model registry: ``DATA/models/<sha256>.bin`` with its card ``<sha256>.json``.
 
 Models are named by content hash, so registering the same bytes twice is a no-op and a
-curated dataset that records a model's sha256 always finds exactly that model.
+curated dataset that records a model's sha256 always finds exactly that model. A reference may
+also be an fsspec URL to a model file (``s3://bucket/lang.bin``): it is fetched once and
+registered like a local file, so its identity is still the hash of its bytes.
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from pathlib import Path
+import uuid
+from pathlib import Path, PurePosixPath
 
 from classifiers.card import ModelCard
 from classifiers.model import FastTextModel
 from midmix.errors import MidmixError, NotFoundError
+from pipelines import storage
 
 _HEX = re.compile(r"[0-9a-f]{4,64}")
 EXTERNAL_TASK = "external"
@@ -49,7 +53,9 @@ class ModelRegistry:
         return sorted(cards, key=lambda card: (card.created_at, card.sha256))
 
     def card(self, ref: str | Path) -> ModelCard:
-        """Resolve ``ref``: a sha256 or unique prefix, a name (latest wins), or a path to a .bin."""
+        """Resolve ``ref``: a sha256 or unique prefix, a name (latest wins), or a path or URL to a .bin."""
+        if storage.is_url(ref) and PurePosixPath(str(ref)).suffix in MODEL_SUFFIXES:
+            return self._card_for_url(str(ref))
         local = Path(ref)
         if local.suffix in MODEL_SUFFIXES:
             if not local.is_file():
@@ -76,13 +82,22 @@ class ModelRegistry:
         """Path of the registered ``.bin`` for ``ref`` (see ``card``)."""
         return self.models_dir / f"{self.card(ref).sha256}.bin"
 
-    def _card_for_file(self, path: Path) -> ModelCard:
+    def _card_for_file(self, path: Path, name: str | None = None) -> ModelCard:
         model = FastTextModel.load(path)
         existing = self.models_dir / f"{model.sha256}.json"
         if existing.is_file() and existing.with_suffix(".bin").is_file():
             return _read_card(existing)
-        card = ModelCard(name=path.stem, task=EXTERNAL_TASK, sha256=model.sha256, labels=model.labels)
+        card = ModelCard(name=name or path.stem, task=EXTERNAL_TASK, sha256=model.sha256, labels=model.labels)
         return self.add(path, card)
+
+    def _card_for_url(self, url: str) -> ModelCard:
+        """Fetch the model at ``url`` under a private name, register it by hash, drop the download."""
+        download = self.models_dir / f".fetch-{uuid.uuid4().hex}{PurePosixPath(url).suffix}"
+        storage.fetch_file(url, download)
+        try:
+            return self._card_for_file(download, name=PurePosixPath(url).stem)
+        finally:
+            download.unlink(missing_ok=True)
 
 
 def _read_card(path: Path) -> ModelCard:
