@@ -32,7 +32,7 @@ from pipelines.mixture.spec import MixtureSpec
 from service.app import create_app
 from service.client import MidmixClient
 from service.settings import ServiceSettings
-from tests.service_fixtures import free_port
+from tests.service_fixtures import free_port, start_service
 
 SAMPLE = (
     Path(__file__).resolve().parents[1] / "data" / "sample-corpus" / "corpus.jsonl.gz"
@@ -255,6 +255,26 @@ def test_service_without_the_version_serves_it_from_the_store_by_proxy(
         shard_route = f"{url}/mixtures/{version}/phases/stable/shards/{shard['path'].rsplit('/', 1)[1]}"
         assert httpx.get(shard_route).content == shard_bytes
         assert httpx.get(f"{url}/mixtures/mix-absent").status_code == 404
+        for local_only in (f"/mixtures/{version}/composition", f"/mixtures/{version}/diff/{version}"):
+            answer = httpx.get(f"{url}{local_only}")
+            assert answer.status_code == 400 and "only in the shard store" in answer.json()["detail"]
+
+
+def test_cross_process_service_reads_a_file_url_store_from_the_environment(built, tmp_path) -> None:
+    data_dir, manifest = built
+    version = manifest["version"]
+    store = f"file://{tmp_path / 'bucket'}"
+    assert main(["mixtures", "push", version, store, "--data-dir", str(data_dir)]) == 0
+    (tmp_path / "empty").mkdir()
+    service = start_service(tmp_path / "empty", env={"MIDMIX_SHARD_STORE": store, "MIDMIX_SHARD_STORE_MODE": "proxy"})
+    try:
+        with MidmixClient(service.url, retries=0) as client:
+            shard = client.shards(version, "stable")[1]
+            path = client.download(version, shard["path"], tmp_path / "dl.parquet")
+        assert sha256_file(path) == shard["sha256"]
+        assert path.read_bytes() == (data_dir / "mixtures" / version / shard["path"]).read_bytes()
+    finally:
+        service.stop()
 
 
 def test_redirect_mode_sends_downloads_to_a_signed_url(

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from midmix.errors import MidmixError
 from pipelines.catalog import Catalog
 from pipelines.mixture.diff import diff_mixtures
 from pipelines.mixture.plan import plan_mixture
@@ -59,6 +60,9 @@ def diff(a: str, b: str, versions: VersionStore = Depends(dependencies.versions)
     """Per phase and component token changes, docs added and removed, from version a to b."""
     # From the cached manifests, so a diff never waits on the DuckDB catalog.
     manifest_a, manifest_b = versions.manifest("mixtures", a).data, versions.manifest("mixtures", b).data
+    mirrored = [version for version in (a, b) if versions.is_mirrored("mixtures", version)]
+    if mirrored:
+        raise MidmixError(f"mixture {mirrored[0]} is only in the shard store; a diff reads doc ids from local shards")
     return diff_mixtures(manifest_a, manifest_b, versions.data_dir)
 
 
