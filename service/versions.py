@@ -92,7 +92,7 @@ class VersionStore:
 
     def is_mirrored(self, kind: str, version: str) -> bool:
         """True when ``version`` is served from the shard store (it is not in the data directory)."""
-        return not (self.version_dir(kind, version) / "manifest.json").is_file() and self.shard_store is not None
+        return self.shard_store is not None and not (self.version_dir(kind, version) / "manifest.json").is_file()
 
     def mirror_location(self, kind: str, version: str) -> str:
         """The URL of a version's folder in the shard store."""
