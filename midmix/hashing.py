@@ -5,18 +5,23 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 _CHUNK = 1 << 20
 
 
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, streamed so large shards never sit in memory."""
+def sha256_stream(handle: BinaryIO) -> str:
+    """Hex sha256 of everything left in a binary file object, read in chunks so shards never sit in memory."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
+    while chunk := handle.read(_CHUNK):
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a local file's bytes."""
+    with open(path, "rb") as handle:
+        return sha256_stream(handle)
 
 
 def canonical_json(value: Any) -> str:

@@ -32,7 +32,7 @@ def publishing(final_dir: Path) -> Iterator[Path]:
     _fsync_tree(staging)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, final_dir)
-    _fsync_dir(final_dir.parent)
+    fsync_dir(final_dir.parent)
 
 
 def _fsync_tree(root: Path) -> None:
@@ -40,10 +40,11 @@ def _fsync_tree(root: Path) -> None:
         if path.is_file():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
-    _fsync_dir(root)
+    fsync_dir(root)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or new entry in ``path`` durable: without it a crash can lose the rename."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -9,7 +9,6 @@ which package to install.
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 import shutil
 from pathlib import Path
@@ -19,6 +18,7 @@ import fsspec
 from fsspec.spec import AbstractFileSystem
 
 from midmix.errors import MidmixError, NotFoundError
+from midmix.hashing import sha256_stream
 
 _CHUNK = 1 << 20
 _GLOB_CHARS = frozenset("*?[")
@@ -77,11 +77,8 @@ def open_file(location: str | Path, mode: str = "rb") -> IO:
 
 def sha256(location: str | Path) -> str:
     """Hex sha256 of a file's bytes, streamed, wherever it lives."""
-    digest = hashlib.sha256()
     with open_file(location, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return sha256_stream(handle)
 
 
 def size(location: str | Path) -> int:

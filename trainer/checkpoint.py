@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from midmix.errors import MidmixError
+from midmix.publish import fsync_dir
 
 _NAME = re.compile(r"^step-(\d{8})\.pt$")
 
@@ -57,7 +58,7 @@ def save_checkpoint(directory: Path, global_step: int, state: dict[str, Any], ke
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, final)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink()
     return final
@@ -81,11 +82,3 @@ def load_latest(directory: Path) -> dict[str, Any] | None:
         raise MidmixError(
             f"checkpoint {checkpoints[-1]} cannot be read ({error}); delete it to resume from the one before"
         ) from error
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
