@@ -18,12 +18,21 @@ echo "== 2/4 start the service on $URL"
 midmix serve --host 127.0.0.1 --port "$PORT" --data-dir "$DATA" > "$DATA/service.log" 2>&1 &
 SERVICE_PID=$!
 trap 'kill $SERVICE_PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 60); do
-  curl -sf "$URL/health" > /dev/null && break
-  sleep 0.5
-done
+python - "$URL" <<'PY'
+import sys, time, httpx
+for _ in range(120):
+    try:
+        if httpx.get(sys.argv[1] + "/health", timeout=1).status_code == 200:
+            break
+    except httpx.HTTPError:
+        pass
+    time.sleep(0.5)
+else:
+    sys.exit(f"the service at {sys.argv[1]} did not come up; see the service log in the data directory (service.log)")
+PY
 
 echo "== 3/4 plan and build the 3-phase mixture through the service"
+midmix remote plan examples/demo-mixture.yaml --url "$URL"
 VERSION=$(midmix remote build examples/demo-mixture.yaml --url "$URL" --wait --print-version)
 midmix remote show "$VERSION" --url "$URL"
 
