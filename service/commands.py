@@ -38,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     plan = remote_commands.add_parser("plan", parents=[common], help="dry-run a mixture spec")
     plan.add_argument("spec", type=Path)
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     plan.set_defaults(handler=_remote_plan)
 
     status = remote_commands.add_parser("status", parents=[common], help="show a job")
@@ -84,18 +85,9 @@ def _client(args: argparse.Namespace):
 
 
 def _read_spec(path: Path) -> dict:
-    if not path.is_file():
-        raise MidmixError(f"spec file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        data = json.loads(text)
-    else:
-        import yaml
+    from midmix.config_files import read_mapping_file
 
-        data = yaml.safe_load(text)
-    if not isinstance(data, dict):
-        raise MidmixError(f"{path} must hold a mixture spec mapping (name, phases, ...)")
-    return data
+    return read_mapping_file(path, "mixture spec")
 
 
 def _remote_build(args: argparse.Namespace) -> int:
@@ -127,8 +119,12 @@ def _wait_with_bar(client, job_id: str) -> dict:
 
 
 def _remote_plan(args: argparse.Namespace) -> int:
+    from pipelines.mixture.plan import MixturePlan
+    from pipelines.mixture_commands import format_plan
+
     with _client(args) as client:
-        print(json.dumps(client.plan(_read_spec(args.spec)), indent=2))
+        plan = client.plan(_read_spec(args.spec))
+    print(json.dumps(plan, indent=2) if args.json else format_plan(MixturePlan.model_validate(plan)))
     return 0
 
 
