@@ -2,10 +2,10 @@
 # Set up everything the tests need on a fresh Debian machine, then run the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! command -v nginx >/dev/null; then
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver nginx-light
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
   fi
 fi
 bash scripts/setup.sh
