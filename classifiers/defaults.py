@@ -39,7 +39,7 @@ class DefaultRecipe(BaseModel):
 
 
 # Tuned on the train split for held-out quality and a total training time of seconds on one
-# core: bench/classifiers_bench.py reports the figures (bench/RESULTS.md, "Classifiers").
+# core: bench/bench_classifiers.py reports the figures (bench/RESULTS.md, "Classifiers").
 RECIPES = {
     "quality": DefaultRecipe(
         name="fasttext_hq",

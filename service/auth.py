@@ -27,18 +27,21 @@ def _settings(request: Request) -> ServiceSettings:
     return request.app.state.settings
 
 
+def _presented_token(credentials: HTTPAuthorizationCredentials | None, needs: str) -> str:
+    """The bearer token sent, or a 401 saying which kind of token the request needs."""
+    if credentials is None:
+        raise HTTPException(
+            401, f"{needs}: send 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return credentials.credentials
+
+
 async def require_read(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
     """Allow the request if reads are open or it carries a read or write token."""
     settings = _settings(request)
     if not settings.read_tokens:
         return
-    token = credentials.credentials if credentials else None
-    if token is None:
-        raise HTTPException(
-            401,
-            "this service needs a read token: send 'Authorization: Bearer <token>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    token = _presented_token(credentials, "this service needs a read token")
     if not (_matches(token, settings.read_tokens) or _matches(token, settings.write_tokens)):
         raise HTTPException(
             401, "the bearer token is not a valid read token for this service", headers={"WWW-Authenticate": "Bearer"}
@@ -50,12 +53,6 @@ async def require_write(request: Request, credentials: HTTPAuthorizationCredenti
     settings = _settings(request)
     if not settings.write_tokens:
         return
-    token = credentials.credentials if credentials else None
-    if token is None:
-        raise HTTPException(
-            401,
-            "this endpoint changes state and needs a write token: send 'Authorization: Bearer <token>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    token = _presented_token(credentials, "this endpoint changes state and needs a write token")
     if not _matches(token, settings.write_tokens):
         raise HTTPException(403, "the bearer token is not a write token; use a token listed in write_tokens")
