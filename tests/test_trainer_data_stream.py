@@ -177,6 +177,7 @@ def test_realized_shares_count_consumed_document_tokens(phase_dir):
     for component in phase["components"]:
         share = component["realized_tokens"] / manifest_total
         assert shares["components"][component["name"]]["share"] == pytest.approx(share, abs=0.01)
+        assert shares["components"][component["name"]]["target"] == pytest.approx(share, abs=1e-9)
     assert stream.realized_shares(0)["tokens"] == 0
 
 

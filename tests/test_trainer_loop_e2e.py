@@ -67,7 +67,7 @@ def test_midmix_train_on_a_built_and_served_mixture(built, tmp_path, capsys):
     assert code == 0
     assert "phase stable: 4 steps" in printed and "phase long: 4 steps" in printed
     assert printed.count("eval loss by domain: academic ") == 2  # domains in name order, at both phase ends
-    assert "realized shares by component: math 1.000" in printed
+    assert "realized shares by component (manifest): math 1.000 (1.000)" in printed
     records = read_metrics(out / "metrics.jsonl")
     assert [r["phase"] for r in records if r["kind"] == "step"] == ["stable"] * 4 + ["long"] * 4
     stable_end, _ = [r for r in records if r["kind"] == "phase_end"]

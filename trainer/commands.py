@@ -65,10 +65,14 @@ def format_phase_end(event: dict[str, Any]) -> str:
     return (
         f"phase {event['phase']}: {event['steps']} steps, train loss {loss}\n"
         f"  eval loss by domain: {evals}\n"
-        f"  realized shares by component: {_format_shares(shares.get('components', {}))}\n"
+        f"  realized shares by component (manifest): {_format_shares(shares.get('components', {}))}\n"
         f"  realized shares by domain: {_format_shares(shares.get('domains', {}))}"
     )
 
 
 def _format_shares(shares: dict[str, dict]) -> str:
-    return ", ".join(f"{name} {entry['share']:.3f}" for name, entry in shares.items()) or "n/a"
+    def one(name: str, entry: dict) -> str:
+        target = f" ({entry['target']:.3f})" if "target" in entry else ""
+        return f"{name} {entry['share']:.3f}{target}"
+
+    return ", ".join(one(name, entry) for name, entry in shares.items()) or "n/a"

@@ -150,10 +150,15 @@ class PhaseStream(IterableDataset):
         total = int(consumed.sum())
         by_component = np.bincount(self._component, weights=consumed, minlength=len(self.component_names))
         by_domain = np.bincount(self._domain, weights=consumed, minlength=len(self.domain_names))
+        components = _shares(self.component_names, by_component, total)
+        # The whole phase's share is the manifest's: a prefix drifts from it when document lengths vary.
+        whole = np.bincount(self._component, weights=self._n_tokens, minlength=len(self.component_names))
+        for name, target in zip(self.component_names, whole / max(1, int(whole.sum()))):
+            components[name]["target"] = float(target)
         return {
             "step": steps,
             "tokens": total,
-            "components": _shares(self.component_names, by_component, total),
+            "components": components,
             "domains": _shares(self.domain_names, by_domain, total),
         }
 
