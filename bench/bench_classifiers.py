@@ -22,13 +22,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from classifiers.defaults import BUNDLED_CORPUS, RECIPES, ensure_default_models  # noqa: E402
-from classifiers.jsonl import read_jsonl  # noqa: E402
-from classifiers.model import FastTextModel  # noqa: E402
-from classifiers.registry import ModelRegistry  # noqa: E402
-from classifiers.split import is_heldout  # noqa: E402
-from classifiers.text import fasttext_line  # noqa: E402
-from classifiers.train import FastTextParams, LabelledDoc, evaluate, train_classifier  # noqa: E402
+from midmix.classifiers.defaults import BUNDLED_CORPUS, RECIPES, ensure_default_models  # noqa: E402
+from midmix.classifiers.jsonl import read_jsonl  # noqa: E402
+from midmix.classifiers.model import FastTextModel  # noqa: E402
+from midmix.classifiers.registry import ModelRegistry  # noqa: E402
+from midmix.classifiers.split import is_heldout  # noqa: E402
+from midmix.classifiers.text import fasttext_line  # noqa: E402
+from midmix.classifiers.train import FastTextParams, LabelledDoc, evaluate, train_classifier  # noqa: E402
 
 # fastText's documented supervised defaults; bucket only matters with n-grams, which are off.
 FASTTEXT_DEFAULTS = FastTextParams(lr=0.1, epoch=5, dim=100, wordNgrams=1, minn=0, maxn=0, minCount=1, bucket=2_000_000)

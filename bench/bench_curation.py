@@ -5,7 +5,7 @@ default models are trained, both outside the timed region. Then each pipeline ru
 child process and ``os.wait4`` reports that child's user+sys CPU seconds (its children included)
 and peak RSS; wall time is measured around it.
 
-- ours: ``pipelines.curate.curate_corpus`` with the default config (normalise, decontaminate,
+- ours: ``midmix.pipelines.curation.curate.curate_corpus`` with the default config (normalise, decontaminate,
   language, domain, heuristics, quality >= 0.5, byte-token counts, exact + MinHash dedup,
   Parquet + manifest), one local task;
 - stock: ``bench/stock_datatrove.py curate`` (GopherQualityFilter + FastTextClassifierFilter on
@@ -80,8 +80,8 @@ def grown_corpus(work: Path, n_docs: int, seed: int) -> Path:
 
 def default_models(work: Path) -> tuple[Path, Path]:
     """Train (once) the bundled default models; returns the models dir and the quality model's .bin."""
-    from classifiers.defaults import ensure_default_models
-    from classifiers.registry import ModelRegistry
+    from midmix.classifiers.defaults import ensure_default_models
+    from midmix.classifiers.registry import ModelRegistry
 
     models_dir = work / "models"
     cards = ensure_default_models(models_dir)
@@ -200,8 +200,8 @@ def bench(
 
 def run_ours_child(data_dir: Path, config_json: str) -> None:
     """The child side of :func:`run_ours`: curate and print the counts as one JSON line."""
-    from pipelines.config import parse_config
-    from pipelines.curate import curate_corpus
+    from midmix.pipelines.curation.config import parse_config
+    from midmix.pipelines.curation.curate import curate_corpus
 
     manifest = curate_corpus(parse_config(json.loads(config_json)), data_dir)
     print(

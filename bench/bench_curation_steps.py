@@ -29,7 +29,7 @@ CORPUS = REPO / "data" / "sample-corpus" / "corpus.jsonl.gz"
 
 
 def load_docs(n_docs: int) -> list[Document]:
-    from pipelines.steps.normalize import normalize_text
+    from midmix.pipelines.curation.steps.normalize import normalize_text
 
     docs = []
     with gzip.open(CORPUS, "rt", encoding="utf-8") as handle:
@@ -56,9 +56,9 @@ def cpu_seconds(run: Callable[[list[Document]], None], docs: list[Document]) -> 
 
 
 def ours_heuristics(docs: list[Document]) -> None:
-    from pipelines.config import HeuristicsConfig
-    from pipelines.steps.heuristics import HeuristicFilter
-    from pipelines.steps.signals import HeuristicSignals
+    from midmix.pipelines.curation.config import HeuristicsConfig
+    from midmix.pipelines.curation.steps.heuristics import HeuristicFilter
+    from midmix.pipelines.curation.steps.signals import HeuristicSignals
 
     for _ in HeuristicFilter(HeuristicsConfig()).run(HeuristicSignals().run(iter(docs))):
         pass
@@ -72,8 +72,8 @@ def stock_heuristics(docs: list[Document]) -> None:
 
 
 def ours_minhash(docs: list[Document]) -> None:
-    from pipelines.dedup.minhash import signatures
-    from pipelines.steps.words import split_words
+    from midmix.pipelines.curation.dedup.minhash import signatures
+    from midmix.pipelines.curation.steps.words import split_words
 
     for start in range(0, len(docs), 256):
         batch = split_words([doc.text for doc in docs[start : start + 256]])

@@ -46,11 +46,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from midmix.hashing import sha256_file
-from pipelines.mixture.shards import PARQUET_OPTIONS, SHARD_MAX_ROWS
-from pipelines.schema import SHARD_SCHEMA
-from trainer.blend import blend_schedule
-from trainer.packing import pack_documents
-from trainer.phase_stream import PhaseStream, retain_freed_memory
+from midmix.pipelines.curation.schema import SHARD_SCHEMA
+from midmix.pipelines.mixtures.shards import PARQUET_OPTIONS, SHARD_MAX_ROWS
+from midmix.trainer.blend import blend_schedule
+from midmix.trainer.packing import pack_documents
+from midmix.trainer.phase_stream import PhaseStream, retain_freed_memory
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "sample-corpus" / "corpus.jsonl.gz"
 EOS = 256

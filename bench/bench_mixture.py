@@ -24,13 +24,13 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from pipelines.catalog import Catalog
-from pipelines.mixture.build import materialize_mixture
-from pipelines.mixture.plan import plan_mixture
-from pipelines.mixture.sample_dataset import write_sample_dataset
-from pipelines.mixture.spec import parse_spec
-from pipelines.tokenizer import Tokenizer, TokenizerSpec
-from pipelines.tokenizer_train import dataset_texts, train_tokenizer
+from midmix.pipelines.catalog import Catalog
+from midmix.pipelines.mixtures.build import materialize_mixture
+from midmix.pipelines.mixtures.plan import plan_mixture
+from midmix.pipelines.mixtures.spec import parse_spec
+from midmix.pipelines.tokenizer import Tokenizer, TokenizerSpec
+from midmix.pipelines.tokenizer_train import dataset_texts, train_tokenizer
+from tests.sample_dataset import write_sample_dataset
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample-corpus" / "corpus.jsonl.gz"
 DOMAINS = ["web", "code", "math", "qa", "academic"]

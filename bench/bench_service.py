@@ -35,9 +35,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipelines.mixture.build import materialize_mixture
-from pipelines.mixture.sample_dataset import write_sample_dataset
-from pipelines.mixture.spec import MixtureSpec
+from midmix.pipelines.mixtures.build import materialize_mixture
+from midmix.pipelines.mixtures.spec import MixtureSpec
+from tests.sample_dataset import write_sample_dataset
 
 CORPUS = REPO / "data" / "sample-corpus" / "corpus.jsonl.gz"
 LEVELS = (1, 16, 64)

@@ -1,10 +1,10 @@
 """Training loop benchmark: how much of each step waits for data, ours vs a synchronous peer.
 
-Both train the same tiny model with the same optimizer step (``trainer.train.optimizer_step``) on
+Both train the same tiny model with the same optimizer step (``midmix.trainer.train.optimizer_step``) on
 the same mixture, built from the bundled sample corpus by the real builder and served by the real
 service on 127.0.0.1:
 
-* ours: ``trainer.train.train`` (shards prefetched by ``ShardCache``, ``PhaseStream`` in
+* ours: ``midmix.trainer.train.train`` (shards prefetched by ``ShardCache``, ``PhaseStream`` in
   DataLoader worker processes, exact blending and packing);
 * peer: the nanoGPT-style loop over HF ``datasets`` (``Dataset.from_parquet`` on the same local
   shards, ``.iter(batch_size=64)``) with our packing, fetched synchronously in the training
@@ -27,16 +27,16 @@ import numpy as np
 import torch
 import uvicorn
 
-from pipelines.mixture.build import materialize_mixture
-from pipelines.mixture.sample_dataset import write_sample_dataset
-from pipelines.mixture.spec import parse_spec
-from service.app import create_app
-from service.settings import ServiceSettings
-from trainer.config import TrainConfig
-from trainer.metrics import read_metrics
-from trainer.model import Decoder
-from trainer.packing import pack_documents
-from trainer.train import Runtime, build_optimizer, optimizer_step, phase_shards, train
+from midmix.pipelines.mixtures.build import materialize_mixture
+from midmix.pipelines.mixtures.spec import parse_spec
+from midmix.service.app import create_app
+from midmix.service.settings import ServiceSettings
+from midmix.trainer.config import TrainConfig
+from midmix.trainer.metrics import read_metrics
+from midmix.trainer.model import Decoder
+from midmix.trainer.packing import pack_documents
+from midmix.trainer.train import Runtime, build_optimizer, optimizer_step, phase_shards, train
+from tests.sample_dataset import write_sample_dataset
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample-corpus" / "corpus.jsonl.gz"
 MODEL = {"d_model": 64, "n_layers": 2, "n_heads": 4, "max_seq_len": 2048}

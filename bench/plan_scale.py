@@ -219,11 +219,17 @@ def measure(n_docs: int, work: Path, corpus: Path) -> list[dict]:
     import gzip
     import shutil
 
-    from classifiers.defaults import ensure_default_models
-    from pipelines.config import CurationConfig, LocalExecutor
-    from pipelines.curate import PublishDataset, curate_corpus, plan_curation, stage_one_pipeline, step_names
-    from pipelines.curated_writer import CuratedWriter
-    from pipelines.dedup.stage import DedupClusters
+    from midmix.classifiers.defaults import ensure_default_models
+    from midmix.pipelines.curation.config import CurationConfig, LocalExecutor
+    from midmix.pipelines.curation.curate import (
+        PublishDataset,
+        curate_corpus,
+        plan_curation,
+        stage_one_pipeline,
+        step_names,
+    )
+    from midmix.pipelines.curation.dedup.stage import DedupClusters
+    from midmix.pipelines.curation.writer import CuratedWriter
 
     shutil.rmtree(work / f"n{n_docs}", ignore_errors=True)
     root = work / f"n{n_docs}"

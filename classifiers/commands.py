@@ -57,9 +57,9 @@ def _add_input_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from classifiers.defaults import RECIPES
-    from classifiers.registry import ModelRegistry
-    from classifiers.train import FastTextParams, file_trained_on, load_labelled_jsonl, train_classifier
+    from midmix.classifiers.defaults import RECIPES
+    from midmix.classifiers.registry import ModelRegistry
+    from midmix.classifiers.train import FastTextParams, file_trained_on, load_labelled_jsonl, train_classifier
     from midmix.errors import MidmixError
 
     _check_fraction(args.eval_fraction)
@@ -98,9 +98,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from classifiers.model import FastTextModel
-    from classifiers.registry import ModelRegistry
-    from classifiers.train import evaluate, load_labelled_jsonl, split_examples
+    from midmix.classifiers.model import FastTextModel
+    from midmix.classifiers.registry import ModelRegistry
+    from midmix.classifiers.train import evaluate, load_labelled_jsonl, split_examples
 
     _check_fraction(args.eval_fraction)
     registry = ModelRegistry(args.data_dir / "models")
@@ -116,7 +116,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from classifiers.registry import ModelRegistry
+    from midmix.classifiers.registry import ModelRegistry
 
     cards = ModelRegistry(args.data_dir / "models").cards()
     if not cards:
@@ -136,7 +136,7 @@ def _list(args: argparse.Namespace) -> int:
 def _defaults(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from classifiers.defaults import BUNDLED_CORPUS, RECIPES, ensure_default_models
+    from midmix.classifiers.defaults import BUNDLED_CORPUS, RECIPES, ensure_default_models
 
     with tqdm(total=len(RECIPES), desc="default classifiers", unit="model") as bar:
         models = ensure_default_models(

@@ -13,15 +13,16 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict
 
-from classifiers.card import ModelCard, TrainedOn
-from classifiers.jsonl import read_jsonl
-from classifiers.registry import ModelRegistry
-from classifiers.split import DEFAULT_SPLIT, SplitRule, is_heldout
-from classifiers.train import FastTextParams, LabelledDoc, file_trained_on, train_classifier
+from midmix.classifiers.card import ModelCard, TrainedOn
+from midmix.classifiers.jsonl import read_jsonl
+from midmix.classifiers.registry import ModelRegistry
+from midmix.classifiers.split import DEFAULT_SPLIT, SplitRule, is_heldout
+from midmix.classifiers.train import FastTextParams, LabelledDoc, file_trained_on, train_classifier
+from midmix.resources import SAMPLE_CORPUS
 
 __all__ = ["BUNDLED_CORPUS", "DEFAULT_SPLIT", "DefaultModels", "DefaultRecipe", "ensure_default_models", "is_heldout"]
 
-BUNDLED_CORPUS = Path(__file__).resolve().parent.parent / "data" / "sample-corpus" / "corpus.jsonl.gz"
+BUNDLED_CORPUS = SAMPLE_CORPUS
 
 
 class DefaultRecipe(BaseModel):

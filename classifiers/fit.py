@@ -1,4 +1,4 @@
-"""Run one fastText training in a fresh interpreter (``python -m classifiers.fit REQUEST``).
+"""Run one fastText training in a fresh interpreter (``python -m midmix.classifiers.fit REQUEST``).
 
 Why: training in this fastText build reads uninitialised heap memory. Identical inputs then
 give different models, or "Encountered NaN", depending on what the heap held before (small
@@ -26,7 +26,7 @@ def fit_in_subprocess(train_file: Path, params: dict[str, Any], out_path: Path) 
     # Perturb byte 255: glibc fills each new allocation with 255 ^ 0xff = 0.
     env = {**os.environ, "MALLOC_PERTURB_": "255"}
     done = subprocess.run(
-        [sys.executable, "-m", "classifiers.fit", request], capture_output=True, text=True, check=False, env=env
+        [sys.executable, "-m", "midmix.classifiers.fit", request], capture_output=True, text=True, check=False, env=env
     )
     if done.returncode != 0:
         reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from classifiers.text import fasttext_line
+from midmix.classifiers.text import fasttext_line
 from midmix.errors import MidmixError
 from midmix.hashing import sha256_file
 

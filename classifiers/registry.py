@@ -14,10 +14,10 @@ import shutil
 import uuid
 from pathlib import Path, PurePosixPath
 
-from classifiers.card import ModelCard
-from classifiers.model import FastTextModel
+from midmix import storage
+from midmix.classifiers.card import ModelCard
+from midmix.classifiers.model import FastTextModel
 from midmix.errors import MidmixError, NotFoundError
-from pipelines import storage
 
 _HEX = re.compile(r"[0-9a-f]{4,64}")
 EXTERNAL_TASK = "external"

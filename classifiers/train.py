@@ -1,6 +1,6 @@
 """Train and evaluate fastText classifiers on labelled documents, deterministically.
 
-The train/eval split is by a hash of the document id (``classifiers.split``), fastText runs
+The train/eval split is by a hash of the document id (``midmix.classifiers.split``), fastText runs
 single-threaded with a fixed seed, so the same examples and params give the same model bytes.
 """
 
@@ -15,12 +15,12 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from classifiers.card import ModelCard, TrainedOn
-from classifiers.fit import fit_in_subprocess
-from classifiers.jsonl import read_jsonl
-from classifiers.model import FastTextModel
-from classifiers.split import DEFAULT_SPLIT, is_heldout
-from classifiers.text import fasttext_line
+from midmix.classifiers.card import ModelCard, TrainedOn
+from midmix.classifiers.fit import fit_in_subprocess
+from midmix.classifiers.jsonl import read_jsonl
+from midmix.classifiers.model import FastTextModel
+from midmix.classifiers.split import DEFAULT_SPLIT, is_heldout
+from midmix.classifiers.text import fasttext_line
 from midmix.errors import MidmixError
 from midmix.hashing import sha256_file
 

@@ -16,11 +16,11 @@ from midmix import __version__
 from midmix.errors import MidmixError
 
 COMMAND_MODULES = (
-    "classifiers.commands",
-    "pipelines.curate_commands",
-    "pipelines.mixture_commands",
-    "service.commands",
-    "trainer.commands",
+    "midmix.classifiers.commands",
+    "midmix.pipelines.curation.commands",
+    "midmix.pipelines.mixtures.commands",
+    "midmix.service.commands",
+    "midmix.trainer.commands",
 )
 
 

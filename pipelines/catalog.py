@@ -18,7 +18,7 @@ from typing import Any, Self
 import duckdb
 
 from midmix.errors import ConflictError, NotFoundError
-from pipelines.schema import SIGNAL_COLUMNS
+from midmix.pipelines.curation.schema import SIGNAL_COLUMNS
 
 CATALOG_FILE = "catalog.duckdb"
 SCHEMA_VERSION = 2
@@ -263,7 +263,7 @@ class Catalog:
 
     def diff(self, a: str, b: str) -> dict[str, Any]:
         """Per phase and component differences between two published mixture versions."""
-        from pipelines.mixture.diff import diff_mixtures
+        from midmix.pipelines.mixtures.diff import diff_mixtures
 
         return diff_mixtures(self.mixture(a), self.mixture(b), self.data_dir)
 

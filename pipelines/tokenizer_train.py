@@ -1,7 +1,7 @@
 """Train a byte-level BPE tokenizer (HF ``tokenizers``) on a curated dataset's text.
 
 Byte-level so every string encodes without unknown tokens; ``<|endoftext|>`` is the one special
-token, which ``pipelines.tokenizer.Tokenizer`` finds as ``eos_id``. The file is written
+token, which ``midmix.pipelines.tokenizer.Tokenizer`` finds as ``eos_id``. The file is written
 atomically (temporary name, then rename) so a killed run never leaves a half-written tokenizer.
 """
 

@@ -18,11 +18,11 @@ from fastapi.staticfiles import StaticFiles
 
 from midmix import __version__
 from midmix.errors import MidmixError
-from service.jobs.runner import JobRunner
-from service.jobs.store import JobStore
-from service.routes import datasets, jobs, meta, mixtures, shards
-from service.settings import ServiceSettings, load_settings
-from service.versions import VersionStore
+from midmix.service.jobs.runner import JobRunner
+from midmix.service.jobs.store import JobStore
+from midmix.service.routes import datasets, jobs, meta, mixtures, shards
+from midmix.service.settings import ServiceSettings, load_settings
+from midmix.service.versions import VersionStore
 
 STATIC_DIR = Path(__file__).parent / "static"
 SETTINGS_ENV = "MIDMIX_SERVICE_SETTINGS_JSON"

@@ -10,7 +10,7 @@ import hmac
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.settings import ServiceSettings
+from midmix.service.settings import ServiceSettings
 
 _bearer = HTTPBearer(auto_error=False, description="a read or write token from the service settings")
 

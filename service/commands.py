@@ -57,8 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from service.app import SETTINGS_ENV
-    from service.settings import load_settings
+    from midmix.service.app import SETTINGS_ENV
+    from midmix.service.settings import load_settings
 
     settings = load_settings(args.config, data_dir=args.data_dir, job_workers=args.job_workers)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -67,7 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
     print(f"midmix serve: {settings.data_dir} on http://{args.host}:{args.port}", file=sys.stderr)
     uvicorn.run(
-        "service.app:app_from_env",
+        "midmix.service.app:app_from_env",
         factory=True,
         host=args.host,
         port=args.port,
@@ -79,7 +79,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace):
-    from service.client import MidmixClient
+    from midmix.service.client import MidmixClient
 
     return MidmixClient(args.url, token=args.token)
 
@@ -119,8 +119,8 @@ def _wait_with_bar(client, job_id: str) -> dict:
 
 
 def _remote_plan(args: argparse.Namespace) -> int:
-    from pipelines.mixture.plan import MixturePlan
-    from pipelines.mixture_commands import format_plan
+    from midmix.pipelines.mixtures.commands import format_plan
+    from midmix.pipelines.mixtures.plan import MixturePlan
 
     with _client(args) as client:
         plan = client.plan(_read_spec(args.spec))

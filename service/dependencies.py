@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from service.jobs.store import JobStore
-from service.settings import ServiceSettings
-from service.versions import VersionStore
+from midmix.service.jobs.store import JobStore
+from midmix.service.settings import ServiceSettings
+from midmix.service.versions import VersionStore
 
 
 async def settings(request: Request) -> ServiceSettings:

@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager
 from fastapi import Request, Response
 from starlette.responses import FileResponse, RedirectResponse, StreamingResponse
 
-from pipelines import storage
-from service.versions import MirroredFile, ServedFile
+from midmix import storage
+from midmix.service.versions import MirroredFile, ServedFile
 
 _IMMUTABLE = "public, max-age=31536000, immutable"
 _PROXY_CHUNK = 1 << 20

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from service.jobs.record import Job, JobKind, JobState
+from midmix.service.jobs.record import Job, JobKind, JobState
 
 
 class Health(BaseModel):

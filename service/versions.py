@@ -23,9 +23,9 @@ from pathlib import Path, PurePosixPath
 from stat import S_ISREG
 from threading import Lock
 
+from midmix import storage
 from midmix.errors import MidmixError, NotFoundError
-from pipelines import storage
-from service.composition import phase_composition
+from midmix.service.composition import phase_composition
 
 _VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 

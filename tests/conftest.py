@@ -22,7 +22,7 @@ SUBSET_EVERY = 10
 @pytest.fixture(scope="session")
 def default_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models directory holding the three bundled default models."""
-    from classifiers.defaults import ensure_default_models
+    from midmix.classifiers.defaults import ensure_default_models
 
     models_dir = tmp_path_factory.mktemp("default-models") / "models"
     ensure_default_models(models_dir)

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from midmix.hashing import sha256_file
-from pipelines.schema import SHARD_ROW_GROUP_ROWS, SHARD_SCHEMA
+from midmix.pipelines.curation.schema import SHARD_ROW_GROUP_ROWS, SHARD_SCHEMA
 
 REPO = Path(__file__).resolve().parents[1]
 

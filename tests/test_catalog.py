@@ -11,10 +11,10 @@ import duckdb
 import pytest
 
 from midmix.errors import NotFoundError
-from pipelines.catalog import Catalog
-from pipelines.mixture.build import materialize_mixture
-from pipelines.mixture.sample_dataset import write_sample_dataset
-from pipelines.mixture.spec import parse_spec
+from midmix.pipelines.catalog import Catalog
+from midmix.pipelines.mixtures.build import materialize_mixture
+from midmix.pipelines.mixtures.spec import parse_spec
+from tests.sample_dataset import write_sample_dataset
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample-corpus" / "corpus.jsonl.gz"
 SPEC = {"name": "cat", "phases": [{"name": "p", "token_budget": 20_000, "components": [

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from classifiers.card import ModelCard
-from classifiers.defaults import BUNDLED_CORPUS, ensure_default_models, is_heldout
-from classifiers.fit import fit_in_subprocess
-from classifiers.jsonl import read_jsonl
-from classifiers.model import FastTextModel
-from classifiers.registry import ModelRegistry
-from classifiers.text import fasttext_line
-from classifiers.train import (
+from midmix.classifiers.card import ModelCard
+from midmix.classifiers.defaults import BUNDLED_CORPUS, ensure_default_models, is_heldout
+from midmix.classifiers.fit import fit_in_subprocess
+from midmix.classifiers.jsonl import read_jsonl
+from midmix.classifiers.model import FastTextModel
+from midmix.classifiers.registry import ModelRegistry
+from midmix.classifiers.text import fasttext_line
+from midmix.classifiers.train import (
     FastTextParams,
     LabelledDoc,
     evaluate,

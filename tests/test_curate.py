@@ -12,10 +12,10 @@ import pytest
 from midmix.cli import main
 from midmix.errors import MidmixError
 from midmix.hashing import sha256_file
-from pipelines.config import CurationConfig, LocalExecutor
-from pipelines.curate import curate_corpus
-from pipelines.curated_writer import CuratedWriter
-from pipelines.schema import CURATED_SCHEMA, DROPPED_SCHEMA
+from midmix.pipelines.curation.config import CurationConfig, LocalExecutor
+from midmix.pipelines.curation.curate import curate_corpus
+from midmix.pipelines.curation.schema import CURATED_SCHEMA, DROPPED_SCHEMA
+from midmix.pipelines.curation.writer import CuratedWriter
 from tests.conftest import make_data_dir
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from midmix.errors import MidmixError
-from pipelines.config import CurationConfig, load_config, parse_config
+from midmix.pipelines.curation.config import CurationConfig, load_config, parse_config
 
 
 def test_defaults_cover_the_issue() -> None:

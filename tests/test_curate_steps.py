@@ -7,12 +7,12 @@ import json
 import numpy as np
 from datatrove.data import Document
 
-from pipelines.config import HeuristicsConfig
-from pipelines.dedup.minhash import signatures
-from pipelines.steps.heuristics import HeuristicFilter, failed_rule
-from pipelines.steps.normalize import NormalizeText, normalize_text
-from pipelines.steps.signals import compute_signals
-from pipelines.steps.words import concat_words, hash_words, ngram_hashes, split_words
+from midmix.pipelines.curation.config import HeuristicsConfig
+from midmix.pipelines.curation.dedup.minhash import signatures
+from midmix.pipelines.curation.steps.heuristics import HeuristicFilter, failed_rule
+from midmix.pipelines.curation.steps.normalize import NormalizeText, normalize_text
+from midmix.pipelines.curation.steps.signals import compute_signals
+from midmix.pipelines.curation.steps.words import concat_words, hash_words, ngram_hashes, split_words
 
 
 def test_normalize_nfc_whitespace_and_controls() -> None:

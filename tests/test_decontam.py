@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from datatrove.data import Document
 
-from pipelines.decontam import Decontaminate, build_eval_index
-from pipelines.steps.normalize import normalize_text
-from pipelines.steps.signals import HeuristicSignals
-from pipelines.steps.words import split_words
+from midmix.pipelines.curation.decontam import Decontaminate, build_eval_index
+from midmix.pipelines.curation.steps.normalize import normalize_text
+from midmix.pipelines.curation.steps.signals import HeuristicSignals
+from midmix.pipelines.curation.steps.words import split_words
 from tests.conftest import HUMANEVAL, SAMPLE_CORPUS
 
 

@@ -8,16 +8,16 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from pipelines.config import DedupConfig
-from pipelines.dedup.cluster import (
+from midmix.pipelines.curation.config import DedupConfig
+from midmix.pipelines.curation.dedup.cluster import (
     DedupInput,
     DedupResult,
     cluster_documents,
     jaccard,
     shingle_set,
 )
-from pipelines.dedup.minhash import exact_hash, signatures
-from pipelines.steps.words import split_words
+from midmix.pipelines.curation.dedup.minhash import exact_hash, signatures
+from midmix.pipelines.curation.steps.words import split_words
 
 CONFIG = DedupConfig()
 

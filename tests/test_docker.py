@@ -176,7 +176,7 @@ def test_every_curation_node_shares_the_data_volume_at_the_data_dir():
 
 
 def test_service_environment_names_real_settings():
-    from service.settings import ServiceSettings
+    from midmix.service.settings import ServiceSettings
 
     environment = compose()["services"]["service"]["environment"]
     settings = {f"MIDMIX_{field.upper()}" for field in ServiceSettings.model_fields}

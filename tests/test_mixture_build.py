@@ -11,14 +11,14 @@ import pytest
 
 from midmix.errors import MidmixError, NotFoundError
 from midmix.hashing import sha256_file
-from pipelines.catalog import Catalog
-from pipelines.mixture.build import materialize_mixture, mixture_version
-from pipelines.mixture.diff import diff_mixtures
-from pipelines.mixture.plan import plan_mixture
-from pipelines.mixture.sample_dataset import write_sample_dataset
-from pipelines.mixture.spec import parse_spec
-from pipelines.schema import SHARD_ROW_GROUP_ROWS, SHARD_SCHEMA
-from pipelines.tokenizer_train import dataset_texts, train_tokenizer
+from midmix.pipelines.catalog import Catalog
+from midmix.pipelines.curation.schema import SHARD_ROW_GROUP_ROWS, SHARD_SCHEMA
+from midmix.pipelines.mixtures.build import materialize_mixture, mixture_version
+from midmix.pipelines.mixtures.diff import diff_mixtures
+from midmix.pipelines.mixtures.plan import plan_mixture
+from midmix.pipelines.mixtures.spec import parse_spec
+from midmix.pipelines.tokenizer_train import dataset_texts, train_tokenizer
+from tests.sample_dataset import write_sample_dataset
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample-corpus" / "corpus.jsonl.gz"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from midmix.cli import main
-from pipelines.mixture.sample_dataset import write_sample_dataset
+from tests.sample_dataset import write_sample_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample-corpus" / "corpus.jsonl.gz"
@@ -79,7 +79,7 @@ def test_tokenizer_train_writes_a_bpe_tokenizer_with_eos(data_dir, tmp_path, cap
     out = tmp_path / "tok.json"
     assert main(["tokenizer", "train", "--dataset", "latest", "--vocab-size", "300", "--out", str(out), "--data-dir", str(data_dir)]) == 0
     assert "vocab 300, eos_id 0" in capsys.readouterr().out
-    from pipelines.tokenizer import Tokenizer, TokenizerSpec
+    from midmix.pipelines.tokenizer import Tokenizer, TokenizerSpec
 
     tokenizer = Tokenizer(TokenizerSpec(kind="hf", path=str(out)))
     assert (tokenizer.vocab_size, tokenizer.eos_id) == (300, 0)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from midmix.hashing import sha256_file
-from pipelines.catalog import Catalog
-from pipelines.mixture.sample_dataset import write_sample_dataset
-from pipelines.mixture.shards import TEST_SLOW_ENV
+from midmix.pipelines.catalog import Catalog
+from midmix.pipelines.mixtures.shards import TEST_SLOW_ENV
+from tests.sample_dataset import write_sample_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample-corpus" / "corpus.jsonl.gz"

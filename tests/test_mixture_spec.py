@@ -5,7 +5,7 @@ import json
 import pytest
 
 from midmix.errors import MidmixError
-from pipelines.mixture.spec import effective_weights, load_spec, parse_spec
+from midmix.pipelines.mixtures.spec import effective_weights, load_spec, parse_spec
 
 
 def _spec(**phase_overrides) -> dict:

@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from midmix.errors import MidmixError, NotFoundError
-from pipelines.catalog import Catalog
-from pipelines.mixture.plan import plan_mixture
-from pipelines.mixture.sample_dataset import write_sample_dataset
-from pipelines.mixture.spec import parse_spec
+from midmix.pipelines.catalog import Catalog
+from midmix.pipelines.mixtures.plan import plan_mixture
+from midmix.pipelines.mixtures.spec import parse_spec
+from tests.sample_dataset import write_sample_dataset
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample-corpus" / "corpus.jsonl.gz"
 

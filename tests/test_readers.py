@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from midmix.errors import MidmixError
-from pipelines.config import FieldMap
-from pipelines.readers import CorpusReader, resolve_inputs
+from midmix.pipelines.curation.config import FieldMap
+from midmix.pipelines.curation.readers import CorpusReader, resolve_inputs
 
 RECORDS = [
     {"id": "a", "text": "First document.", "source": "web-crawl", "meta": {"url": "http://x"}},

@@ -22,8 +22,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.config import CurationConfig, LocalExecutor, RayExecutor
-from pipelines.curate import curate_corpus
+from midmix.pipelines.curation.config import CurationConfig, LocalExecutor, RayExecutor
+from midmix.pipelines.curation.curate import curate_corpus
 from tests.conftest import make_data_dir
 
 # Ray reads this once, at import: with it a driver uses 127.0.0.1 as its own address, so every

@@ -20,18 +20,18 @@ import pytest
 import uvicorn
 from fsspec.implementations.memory import MemoryFileSystem
 
-from classifiers.registry import ModelRegistry
-from classifiers.train import FastTextParams, LabelledDoc, train_classifier
+from midmix import storage
+from midmix.classifiers.registry import ModelRegistry
+from midmix.classifiers.train import FastTextParams, LabelledDoc, train_classifier
 from midmix.cli import main
 from midmix.errors import NotFoundError
 from midmix.hashing import sha256_file
-from pipelines import storage
-from pipelines.mixture.build import materialize_mixture
-from pipelines.mixture.sample_dataset import write_sample_dataset
-from pipelines.mixture.spec import MixtureSpec
-from service.app import create_app
-from service.client import MidmixClient
-from service.settings import ServiceSettings
+from midmix.pipelines.mixtures.build import materialize_mixture
+from midmix.pipelines.mixtures.spec import MixtureSpec
+from midmix.service.app import create_app
+from midmix.service.client import MidmixClient
+from midmix.service.settings import ServiceSettings
+from tests.sample_dataset import write_sample_dataset
 from tests.service_fixtures import free_port, start_service
 
 SAMPLE = (

@@ -15,9 +15,9 @@ from pathlib import Path
 import dill
 import pytest
 
-from pipelines.config import CurationConfig, SlurmExecutor
-from pipelines.curate import curate_corpus, plan_curation
-from pipelines.readers import CorpusReader
+from midmix.pipelines.curation.config import CurationConfig, SlurmExecutor
+from midmix.pipelines.curation.curate import curate_corpus, plan_curation
+from midmix.pipelines.curation.readers import CorpusReader
 from tests.conftest import make_data_dir
 
 FAKE_SBATCH = """#!/usr/bin/env bash

@@ -9,8 +9,8 @@ from pathlib import Path
 import fsspec
 import pytest
 
+from midmix import storage
 from midmix.errors import MidmixError, NotFoundError
-from pipelines import storage
 
 
 @pytest.fixture
@@ -106,8 +106,8 @@ def test_signed_url_is_none_where_the_store_cannot_sign(memory_root, tmp_path):
 
 def test_curation_reads_inputs_from_memory_and_file_urls(tmp_path, memory_root, default_models_dir, corpus_subset):
     """The same corpus at a plain path, a file:// URL and a memory:// URL curates to one version."""
-    from pipelines.config import CurationConfig, LocalExecutor
-    from pipelines.curate import curate_corpus
+    from midmix.pipelines.curation.config import CurationConfig, LocalExecutor
+    from midmix.pipelines.curation.curate import curate_corpus
     from tests.conftest import make_data_dir
 
     corpus = tmp_path / "small.jsonl"

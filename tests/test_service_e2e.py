@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from midmix.hashing import sha256_file
-from pipelines.catalog import Catalog
-from pipelines.mixture.build import mixture_version
-from pipelines.mixture.spec import MixtureSpec
-from service.client import MidmixClient
+from midmix.pipelines.catalog import Catalog
+from midmix.pipelines.mixtures.build import mixture_version
+from midmix.pipelines.mixtures.spec import MixtureSpec
+from midmix.service.client import MidmixClient
 from tests.conftest import make_data_dir
 from tests.service_fixtures import RunningService, start_service
 

@@ -13,7 +13,7 @@ import pytest
 
 from midmix.errors import MidmixError, NotFoundError
 from midmix.hashing import sha256_file
-from service.client import MidmixClient
+from midmix.service.client import MidmixClient
 from tests.service_fixtures import RunningService, free_port, start_service, write_fixture_mixture
 
 VERSION = "mix-00000000000000aa"

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from midmix.errors import ConflictError
-from pipelines.catalog import Catalog
-from pipelines.mixture.build import mixture_version
-from pipelines.mixture.sample_dataset import write_sample_dataset
-from pipelines.mixture.shards import TEST_SLOW_ENV
-from pipelines.mixture.spec import MixtureSpec
-from service.client import MidmixClient
-from service.jobs.runner import process_alive
-from service.jobs.store import JobStore
+from midmix.pipelines.catalog import Catalog
+from midmix.pipelines.mixtures.build import mixture_version
+from midmix.pipelines.mixtures.shards import TEST_SLOW_ENV
+from midmix.pipelines.mixtures.spec import MixtureSpec
+from midmix.service.client import MidmixClient
+from midmix.service.jobs.runner import process_alive
+from midmix.service.jobs.store import JobStore
+from tests.sample_dataset import write_sample_dataset
 from tests.service_fixtures import REPO, RunningService, start_service
 
 CORPUS = REPO / "data" / "sample-corpus" / "corpus.jsonl.gz"

@@ -7,8 +7,8 @@ from pathlib import Path
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 
-from service.app import create_app
-from service.settings import ServiceSettings
+from midmix.service.app import create_app
+from midmix.service.settings import ServiceSettings
 from tests.service_fixtures import write_fixture_mixture
 
 # Generating nested mixture specs and curation configs is slow; they get fewer examples.

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from midmix.errors import MidmixError
-from trainer.blend import blend_schedule
+from midmix.trainer.blend import blend_schedule
 
 
 def _max_window_deviation(schedule: np.ndarray, weights: list[float], window: int = 1000) -> float:

@@ -9,9 +9,9 @@ import pytest
 
 from midmix.errors import MidmixError
 from midmix.hashing import sha256_file
-from service.client import MidmixClient
+from midmix.service.client import MidmixClient
+from midmix.trainer.shard_cache import ShardCache
 from tests.service_fixtures import free_port, start_service, write_fixture_mixture
-from trainer.shard_cache import ShardCache
 
 VERSION = "mix-00000000000000cc"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.packing import IGNORE_INDEX, pack_documents, pack_pieces, pack_windows
+from midmix.trainer.packing import IGNORE_INDEX, pack_documents, pack_pieces, pack_windows
 
 EOS = 0
 M = IGNORE_INDEX

@@ -14,11 +14,11 @@ from torch.utils.data import DataLoader
 
 from midmix.errors import MidmixError, NotFoundError
 from midmix.hashing import sha256_file
-from pipelines.schema import SHARD_SCHEMA
-from trainer import phase_stream
-from trainer.blend import blend_schedule
-from trainer.packing import IGNORE_INDEX, pack_documents
-from trainer.phase_stream import PhaseStream, phase_by_name
+from midmix.pipelines.curation.schema import SHARD_SCHEMA
+from midmix.trainer import phase_stream
+from midmix.trainer.blend import blend_schedule
+from midmix.trainer.packing import IGNORE_INDEX, pack_documents
+from midmix.trainer.phase_stream import PhaseStream, phase_by_name
 
 EOS = 256
 SEQ_LEN = 32

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_trainer_loop import ServedMixture, final_params, free_port, run_config, step_records, write_mixture
-from trainer.checkpoint import list_checkpoints
-from trainer.train import train
+
+from midmix.trainer.checkpoint import list_checkpoints
+from midmix.trainer.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 

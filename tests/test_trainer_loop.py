@@ -12,9 +12,9 @@ import json
 import math
 import shutil
 import signal
+import socket
 import subprocess
 import sys
-import socket
 import threading
 import time
 from pathlib import Path
@@ -27,13 +27,13 @@ import uvicorn
 
 from midmix.errors import MidmixError, NotFoundError
 from midmix.hashing import sha256_file
-from pipelines.schema import SHARD_SCHEMA
-from service.app import create_app
-from service.settings import ServiceSettings
-from trainer.checkpoint import list_checkpoints
-from trainer.config import TrainConfig
-from trainer.metrics import read_metrics
-from trainer.train import train
+from midmix.pipelines.curation.schema import SHARD_SCHEMA
+from midmix.service.app import create_app
+from midmix.service.settings import ServiceSettings
+from midmix.trainer.checkpoint import list_checkpoints
+from midmix.trainer.config import TrainConfig
+from midmix.trainer.metrics import read_metrics
+from midmix.trainer.train import train
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "sample-corpus" / "corpus.jsonl.gz"
 VERSION = "mix-trainertest"

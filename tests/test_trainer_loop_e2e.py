@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_trainer_loop import ServedMixture
 
 from midmix.cli import main
-from pipelines.mixture.build import materialize_mixture
-from pipelines.mixture.sample_dataset import write_sample_dataset
-from pipelines.mixture.spec import parse_spec
-from test_trainer_loop import ServedMixture
-from trainer.metrics import read_metrics
+from midmix.pipelines.mixtures.build import materialize_mixture
+from midmix.pipelines.mixtures.spec import parse_spec
+from midmix.trainer.metrics import read_metrics
+from tests.sample_dataset import write_sample_dataset
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample-corpus" / "corpus.jsonl.gz"
 

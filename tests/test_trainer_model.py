@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from midmix.errors import MidmixError
-from trainer.checkpoint import list_checkpoints, load_latest, save_checkpoint
-from trainer.config import TrainConfig, load_train_config
-from trainer.model import Decoder, ModelConfig, check_seq_len, rotary_tables
-from trainer.schedule import LrSegment, PhaseLr, lr_at
+from midmix.trainer.checkpoint import list_checkpoints, load_latest, save_checkpoint
+from midmix.trainer.config import TrainConfig, load_train_config
+from midmix.trainer.model import Decoder, ModelConfig, check_seq_len, rotary_tables
+from midmix.trainer.schedule import LrSegment, PhaseLr, lr_at
 
 TINY = ModelConfig(vocab_size=50, d_model=32, n_layers=2, n_heads=4, max_seq_len=32)
 
@@ -205,7 +205,7 @@ def test_example_training_config_is_valid_and_fits_the_demo_mixture():
 
 
 def test_manifest_phase_lr_segment_is_read_or_refused_with_the_fix():
-    from trainer.train import phase_segment
+    from midmix.trainer.train import phase_segment
 
     lr = {"warmup": 0.1, "stable": 0.8, "decay": 0.1, "shape": "cosine", "final_lr_ratio": 0.1}
     assert phase_segment({"name": "stable", "lr": lr}) == LrSegment.wsd(0.1, 0.1, "cosine", 0.1)

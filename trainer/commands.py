@@ -27,8 +27,8 @@ def run_train(args: argparse.Namespace) -> int:
     """Load the config, train, and print each phase's loss, eval loss per domain and realized shares."""
     from tqdm import tqdm
 
-    from trainer.config import load_train_config
-    from trainer.train import train
+    from midmix.trainer.config import load_train_config
+    from midmix.trainer.train import train
 
     config = load_train_config(args.config).with_overrides(args.url, args.mixture, args.out)
     show = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports

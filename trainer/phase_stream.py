@@ -39,9 +39,9 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from midmix.errors import MidmixError, NotFoundError
-from trainer.blend import blend_schedule
-from trainer.packing import pack_windows
-from trainer.shard_cache import decoded_shard
+from midmix.trainer.blend import blend_schedule
+from midmix.trainer.packing import pack_windows
+from midmix.trainer.shard_cache import decoded_shard
 
 DEFAULT_DECODED_DIR = Path(tempfile.gettempdir()) / f"midmix-decoded-{os.getuid()}"
 """Where decoded shards go unless ``decoded_dir`` is given (pass the shard cache's folder so

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainer.metrics import read_metrics
+from midmix.trainer.metrics import read_metrics
 
 
 def plot_metrics(metrics_path: Path, png_path: Path) -> Path:

@@ -40,7 +40,7 @@ _MANIFEST = "manifest.json"
 
 
 class VersionFiles(Protocol):
-    """What the cache needs from ``service.client.MidmixClient``."""
+    """What the cache needs from ``midmix.service.client.MidmixClient``."""
 
     def manifest(self, version: str) -> dict: ...
 

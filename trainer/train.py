@@ -32,15 +32,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from midmix.errors import MidmixError, NotFoundError
-from service.client import MidmixClient
-from trainer.checkpoint import list_checkpoints, load_latest, restore_rng, rng_state, save_checkpoint
-from trainer.config import TrainConfig
-from trainer.metrics import MetricsLog
-from trainer.model import Decoder, check_seq_len
-from trainer.packing import IGNORE_INDEX, pack_documents
-from trainer.phase_stream import PhaseStream
-from trainer.schedule import LrSegment, PhaseLr, lr_at
-from trainer.shard_cache import ShardCache
+from midmix.service.client import MidmixClient
+from midmix.trainer.checkpoint import list_checkpoints, load_latest, restore_rng, rng_state, save_checkpoint
+from midmix.trainer.config import TrainConfig
+from midmix.trainer.metrics import MetricsLog
+from midmix.trainer.model import Decoder, check_seq_len
+from midmix.trainer.packing import IGNORE_INDEX, pack_documents
+from midmix.trainer.phase_stream import PhaseStream
+from midmix.trainer.schedule import LrSegment, PhaseLr, lr_at
+from midmix.trainer.shard_cache import ShardCache
 
 Event = dict[str, Any]
 ProgressCallback = Callable[[Event], None]
@@ -195,7 +195,7 @@ class Trainer:
         }
         if self.metrics is not None:
             self.metrics.close()
-            from trainer.plot import plot_metrics
+            from midmix.trainer.plot import plot_metrics
 
             summary["plot"] = str(plot_metrics(self.metrics_path, self.config.out_dir / "training.png"))
         return summary

@@ -15,8 +15,8 @@ import threading
 from pathlib import Path
 
 from midmix.errors import ConflictError
-from service.jobs.record import ACTIVE_STATES, RETRYABLE_STATES, Job, utc_now
-from service.jobs.store import JobStore
+from midmix.service.jobs.record import ACTIVE_STATES, RETRYABLE_STATES, Job, utc_now
+from midmix.service.jobs.store import JobStore
 
 _TICK_S = 0.2
 
@@ -94,7 +94,7 @@ class JobRunner:
 
     def _start(self, job: Job) -> None:
         child = subprocess.Popen(
-            [sys.executable, "-m", "service.jobs.worker", str(self.data_dir), job.id],
+            [sys.executable, "-m", "midmix.service.jobs.worker", str(self.data_dir), job.id],
             stdin=subprocess.DEVNULL,
         )
         self._children[job.id] = child

@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from midmix.errors import NotFoundError
-from service.jobs.record import ACTIVE_STATES, Job, JobKind
+from midmix.service.jobs.record import ACTIVE_STATES, Job, JobKind
 
 
 class JobStore:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from midmix.errors import MidmixError
 from midmix.hashing import sha256_json
-from service.jobs.record import JobKind
+from midmix.service.jobs.record import JobKind
 
 ProgressCallback = Callable[[str, int, "int | None"], None]
 
@@ -27,10 +27,10 @@ class InvalidRequestError(MidmixError):
 def request_model(kind: JobKind) -> type[BaseModel]:
     """The pydantic model that validates a job's request body."""
     if kind == "curate":
-        from pipelines.config import CurationConfig
+        from midmix.pipelines.curation.config import CurationConfig
 
         return CurationConfig
-    from pipelines.mixture.spec import MixtureSpec
+    from midmix.pipelines.mixtures.spec import MixtureSpec
 
     return MixtureSpec
 
@@ -61,11 +61,11 @@ def run_task(kind: JobKind, request: dict, data_dir: Path, progress: ProgressCal
     """Run one job to completion and return the version it produced."""
     typed = validate_request(kind, request)
     if kind == "curate":
-        from pipelines.curate import curate_corpus
+        from midmix.pipelines.curation.curate import curate_corpus
 
         manifest = curate_corpus(typed, data_dir, progress)
     else:
-        from pipelines.mixture.build import materialize_mixture
+        from midmix.pipelines.mixtures.build import materialize_mixture
 
         manifest = materialize_mixture(typed, data_dir, progress)
     return str(manifest["version"])

@@ -1,4 +1,4 @@
-"""A job's worker process: ``python -m service.jobs.worker DATA_DIR JOB_ID``.
+"""A job's worker process: ``python -m midmix.service.jobs.worker DATA_DIR JOB_ID``.
 
 Runs outside the service's event loop so a long curation never blocks a request. It writes
 progress into the job record and dies with the service process that started it, so a job
@@ -15,9 +15,9 @@ import traceback
 from pathlib import Path
 
 from midmix.errors import MidmixError
-from service.jobs.record import Job, utc_now
-from service.jobs.store import JobStore
-from service.jobs.tasks import run_task
+from midmix.service.jobs.record import Job, utc_now
+from midmix.service.jobs.store import JobStore
+from midmix.service.jobs.tasks import run_task
 
 _WRITE_INTERVAL_S = 0.2
 _WATCH_INTERVAL_S = 0.2

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from pipelines.config import CurationConfig
-from service import dependencies
-from service.auth import require_read, require_write
-from service.files import json_bytes_response
-from service.jobs.store import JobStore
-from service.routes.submit import submit
-from service.schemas import DatasetSummary, JobView
-from service.versions import VersionStore
+from midmix.pipelines.curation.config import CurationConfig
+from midmix.service import dependencies
+from midmix.service.auth import require_read, require_write
+from midmix.service.files import json_bytes_response
+from midmix.service.jobs.store import JobStore
+from midmix.service.routes.submit import submit
+from midmix.service.schemas import DatasetSummary, JobView
+from midmix.service.versions import VersionStore
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from service import dependencies
-from service.auth import require_read, require_write
-from service.jobs.runner import cancel_job, retry_job
-from service.jobs.store import JobStore
-from service.schemas import JobView
+from midmix.service import dependencies
+from midmix.service.auth import require_read, require_write
+from midmix.service.jobs.runner import cancel_job, retry_job
+from midmix.service.jobs.store import JobStore
+from midmix.service.schemas import JobView
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 

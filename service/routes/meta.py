@@ -7,10 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Depends
 
 from midmix import __version__
-from service import dependencies
-from service.auth import require_read
-from service.schemas import Health, VersionInfo
-from service.settings import ServiceSettings
+from midmix.service import dependencies
+from midmix.service.auth import require_read
+from midmix.service.schemas import Health, VersionInfo
+from midmix.service.settings import ServiceSettings
 
 router = APIRouter(tags=["service"])
 
@@ -30,7 +30,7 @@ async def version() -> VersionInfo:
 @router.get("/classifiers", dependencies=[Depends(require_read)])
 def classifiers(settings: ServiceSettings = Depends(dependencies.settings)) -> list[dict[str, Any]]:
     """Registered fastText models with task, labels, metrics and sha256."""
-    from classifiers.registry import ModelRegistry
+    from midmix.classifiers.registry import ModelRegistry
 
     models_dir = settings.data_dir / "models"
     if not models_dir.is_dir():

@@ -7,18 +7,18 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from midmix.errors import MidmixError
-from pipelines.catalog import Catalog
-from pipelines.mixture.diff import diff_mixtures
-from pipelines.mixture.plan import plan_mixture
-from pipelines.mixture.spec import MixtureSpec
-from service import dependencies
-from service.auth import require_read, require_write
-from service.files import json_bytes_response
-from service.jobs.store import JobStore
-from service.routes.submit import submit
-from service.schemas import JobView, MixtureSummary, PhaseSummary
-from service.settings import ServiceSettings
-from service.versions import VersionStore
+from midmix.pipelines.catalog import Catalog
+from midmix.pipelines.mixtures.diff import diff_mixtures
+from midmix.pipelines.mixtures.plan import plan_mixture
+from midmix.pipelines.mixtures.spec import MixtureSpec
+from midmix.service import dependencies
+from midmix.service.auth import require_read, require_write
+from midmix.service.files import json_bytes_response
+from midmix.service.jobs.store import JobStore
+from midmix.service.routes.submit import submit
+from midmix.service.schemas import JobView, MixtureSummary, PhaseSummary
+from midmix.service.settings import ServiceSettings
+from midmix.service.versions import VersionStore
 
 router = APIRouter(prefix="/mixtures", tags=["mixtures"])
 

@@ -7,12 +7,12 @@ from pathlib import PurePosixPath
 from fastapi import APIRouter, Depends, Request, Response
 
 from midmix.errors import NotFoundError
-from service import dependencies
-from service.auth import require_read
-from service.files import file_response
-from service.schemas import ShardEntry
-from service.settings import ServiceSettings
-from service.versions import VersionStore
+from midmix.service import dependencies
+from midmix.service.auth import require_read
+from midmix.service.files import file_response
+from midmix.service.schemas import ShardEntry
+from midmix.service.settings import ServiceSettings
+from midmix.service.versions import VersionStore
 
 router = APIRouter(prefix="/mixtures/{version}", tags=["shards"], dependencies=[Depends(require_read)])
 

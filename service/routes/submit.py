@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from service.jobs.record import JobKind
-from service.jobs.store import JobStore
-from service.jobs.tasks import job_key
-from service.schemas import JobView
+from midmix.service.jobs.record import JobKind
+from midmix.service.jobs.store import JobStore
+from midmix.service.jobs.tasks import job_key
+from midmix.service.schemas import JobView
 
 
 def submit(store: JobStore, kind: JobKind, request: BaseModel) -> JobView:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import duckdb
 import pyarrow as pa
 
-from pipelines.mixture.spec import (
+from midmix.pipelines.mixtures.spec import (
     AllOf,
     AnyOf,
     CurriculumSpec,

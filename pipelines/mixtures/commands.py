@@ -10,7 +10,6 @@ from pathlib import Path
 from midmix.cli import add_data_dir_argument
 
 
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Attach the mixture subcommands to the ``midmix`` parser."""
     plan = subparsers.add_parser("plan", help="check a mixture spec against the catalog and print the plan")
@@ -58,9 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def plan_command(args: argparse.Namespace) -> int:
     """Print the plan; exit 2 with the problems when it is infeasible."""
     from midmix.errors import MidmixError
-    from pipelines.catalog import Catalog
-    from pipelines.mixture.plan import plan_mixture
-    from pipelines.mixture.spec import load_spec
+    from midmix.pipelines.catalog import Catalog
+    from midmix.pipelines.mixtures.plan import plan_mixture
+    from midmix.pipelines.mixtures.spec import load_spec
 
     with Catalog(args.data_dir) as catalog:
         plan = plan_mixture(load_spec(args.spec), catalog, strict=False)
@@ -97,8 +96,8 @@ def build_command(args: argparse.Namespace) -> int:
     """Build with progress bars; print the version and per-phase figures."""
     from tqdm import tqdm
 
-    from pipelines.mixture.build import materialize_mixture
-    from pipelines.mixture.spec import load_spec
+    from midmix.pipelines.mixtures.build import materialize_mixture
+    from midmix.pipelines.mixtures.spec import load_spec
 
     bar: tqdm | None = None
 
@@ -123,7 +122,7 @@ def build_command(args: argparse.Namespace) -> int:
 
 def list_command(args: argparse.Namespace) -> int:
     """One line per published mixture version."""
-    from pipelines.catalog import Catalog
+    from midmix.pipelines.catalog import Catalog
 
     with Catalog(args.data_dir) as catalog:
         for mixture in catalog.mixtures():
@@ -133,7 +132,7 @@ def list_command(args: argparse.Namespace) -> int:
 
 def show_command(args: argparse.Namespace) -> int:
     """Print one version's manifest."""
-    from pipelines.catalog import Catalog
+    from midmix.pipelines.catalog import Catalog
 
     with Catalog(args.data_dir) as catalog:
         print(json.dumps(catalog.mixture(args.version), indent=2))
@@ -142,7 +141,7 @@ def show_command(args: argparse.Namespace) -> int:
 
 def diff_command(args: argparse.Namespace) -> int:
     """Print per phase and component token changes and doc counts added/removed."""
-    from pipelines.catalog import Catalog
+    from midmix.pipelines.catalog import Catalog
 
     with Catalog(args.data_dir) as catalog:
         diff = catalog.diff(args.a, args.b)
@@ -160,7 +159,7 @@ def diff_command(args: argparse.Namespace) -> int:
 
 def push_command(args: argparse.Namespace) -> int:
     """Upload a published mixture version to ``URL/mixtures/VERSION`` and print where it went."""
-    from pipelines.mixture.push import push_mixture
+    from midmix.pipelines.mixtures.push import push_mixture
 
     written = push_mixture(args.data_dir, args.version, args.url)
     print(f"mixture {args.version}: {len(written)} files in {written[-1].rsplit('/', 1)[0]}")
@@ -169,8 +168,8 @@ def push_command(args: argparse.Namespace) -> int:
 
 def tokenizer_train_command(args: argparse.Namespace) -> int:
     """Train byte-level BPE on a curated dataset and report the file written."""
-    from pipelines.catalog import Catalog
-    from pipelines.tokenizer_train import dataset_texts, train_tokenizer
+    from midmix.pipelines.catalog import Catalog
+    from midmix.pipelines.tokenizer_train import dataset_texts, train_tokenizer
 
     with Catalog(args.data_dir) as catalog:
         version = catalog.resolve_dataset(args.dataset)

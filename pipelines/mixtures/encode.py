@@ -11,7 +11,7 @@ from itertools import chain
 import numpy as np
 import pyarrow as pa
 
-from pipelines.tokenizer import Tokenizer
+from midmix.pipelines.tokenizer import Tokenizer
 
 ENCODE_BATCH_DOCS = 1024
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datatrove.data import Document
 
-from pipelines.steps.base import BatchStep
-from pipelines.tokenizer import Tokenizer, TokenizerSpec
+from midmix.pipelines.curation.steps.base import BatchStep
+from midmix.pipelines.tokenizer import Tokenizer, TokenizerSpec
 
 
 class TokenCounter(BatchStep):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from datatrove.data import Document
 
-from pipelines.config import HeuristicsConfig, HeuristicThresholds
-from pipelines.steps.base import BatchStep
+from midmix.pipelines.curation.config import HeuristicsConfig, HeuristicThresholds
+from midmix.pipelines.curation.steps.base import BatchStep
 
 # (threshold field, signal, True when the signal must be >= the threshold)
 _RULES: tuple[tuple[str, str, bool], ...] = (

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from midmix.hashing import sha256_file
-from pipelines.schema import CURATED_SCHEMA, DROPPED_SCHEMA
+from midmix.pipelines.curation.schema import CURATED_SCHEMA, DROPPED_SCHEMA
 
 HISTOGRAM_BINS = 20
 

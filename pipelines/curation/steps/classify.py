@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from datatrove.data import Document
 
-from classifiers.model import FastTextModel
-from pipelines.steps.base import BatchStep
+from midmix.classifiers.model import FastTextModel
+from midmix.pipelines.curation.steps.base import BatchStep
 
 _LINES = "_fasttext_lines"
 

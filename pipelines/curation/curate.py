@@ -31,25 +31,25 @@ from datatrove.pipeline.base import PipelineStep
 import midmix
 from midmix.errors import MidmixError
 from midmix.hashing import sha256_file, version_id
-from midmix.publish import publishing
-from pipelines.config import DEFAULT_MODEL, CurationConfig
-from pipelines.curated_writer import CuratedWriter, IntermediateWriter
-from pipelines.curation_manifest import build_manifest
-from pipelines.decontam import Decontaminate
-from pipelines.dedup.minhash import DedupSignature
-from pipelines.dedup.stage import DedupClusters
-from pipelines.readers import CorpusReader, InputUnit, resolve_inputs
-from pipelines.steps.classify import (
+from midmix.pipelines.curation.config import DEFAULT_MODEL, CurationConfig
+from midmix.pipelines.curation.decontam import Decontaminate
+from midmix.pipelines.curation.dedup.minhash import DedupSignature
+from midmix.pipelines.curation.dedup.stage import DedupClusters
+from midmix.pipelines.curation.manifest import build_manifest
+from midmix.pipelines.curation.readers import CorpusReader, InputUnit, resolve_inputs
+from midmix.pipelines.curation.steps.classify import (
     DomainTagger,
     LanguageTagger,
     QualityScorer,
     ScoreColumn,
 )
-from pipelines.steps.heuristics import HeuristicFilter
-from pipelines.steps.normalize import NormalizeText
-from pipelines.steps.signals import HeuristicSignals
-from pipelines.steps.tokens import TokenCounter
-from pipelines.tokenizer import Tokenizer
+from midmix.pipelines.curation.steps.heuristics import HeuristicFilter
+from midmix.pipelines.curation.steps.normalize import NormalizeText
+from midmix.pipelines.curation.steps.signals import HeuristicSignals
+from midmix.pipelines.curation.steps.tokens import TokenCounter
+from midmix.pipelines.curation.writer import CuratedWriter, IntermediateWriter
+from midmix.pipelines.tokenizer import Tokenizer
+from midmix.publish import publishing
 
 ProgressCallback = Callable[[str, int, "int | None"], None]
 
@@ -86,13 +86,13 @@ def _file_facts(url: str) -> dict[str, Any]:
 def _resolve_models(
     config: CurationConfig, models_dir: Path
 ) -> tuple[str, str, dict[str, ScoreColumn], dict[str, str]]:
-    from classifiers.registry import ModelRegistry
+    from midmix.classifiers.registry import ModelRegistry
 
     registry = ModelRegistry(models_dir)
     refs = [config.language.model, config.domain.model, *config.quality.classifiers.values()]
     defaults = None
     if DEFAULT_MODEL in refs:
-        from classifiers.defaults import ensure_default_models
+        from midmix.classifiers.defaults import ensure_default_models
 
         defaults = ensure_default_models(models_dir)
 

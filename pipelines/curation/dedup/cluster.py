@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.config import DedupConfig
-from pipelines.steps.words import mix64, ngram_hashes, split_words
+from midmix.pipelines.curation.config import DedupConfig
+from midmix.pipelines.curation.steps.words import mix64, ngram_hashes, split_words
 
 _ALL_PAIRS_UP_TO = 8
 _ESTIMATE_SLACK = 0.25  # an estimate this far below the threshold is >5 sigma from a true match

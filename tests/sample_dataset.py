@@ -21,9 +21,9 @@ import pyarrow.parquet as pq
 
 import midmix
 from midmix.hashing import sha256_file, version_id
+from midmix.pipelines.curation.schema import CURATED_SCHEMA, SIGNAL_COLUMNS
+from midmix.pipelines.tokenizer import Tokenizer, TokenizerSpec
 from midmix.publish import publishing
-from pipelines.schema import CURATED_SCHEMA, SIGNAL_COLUMNS
-from pipelines.tokenizer import Tokenizer, TokenizerSpec
 
 DOMAINS = ("web", "code", "math", "qa", "academic", "other")
 _BASE_QUALITY = {"high": 0.7, "low": 0.0, None: 0.3}

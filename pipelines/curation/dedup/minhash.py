@@ -11,9 +11,9 @@ import numpy as np
 import xxhash
 from datatrove.data import Document
 
-from pipelines.steps.base import BatchStep
-from pipelines.steps.signals import WORDS
-from pipelines.steps.words import concat_words, ngram_hashes
+from midmix.pipelines.curation.steps.base import BatchStep
+from midmix.pipelines.curation.steps.signals import WORDS
+from midmix.pipelines.curation.steps.words import concat_words, ngram_hashes
 
 EXACT_HASH = "exact_hash"
 SIGNATURE = "minhash"

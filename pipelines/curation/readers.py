@@ -21,8 +21,8 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from midmix.errors import MidmixError
-from pipelines.config import FieldMap
-from pipelines.steps.base import mark_dropped
+from midmix.pipelines.curation.config import FieldMap
+from midmix.pipelines.curation.steps.base import mark_dropped
 
 UNIT = "_unit"
 _JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz")

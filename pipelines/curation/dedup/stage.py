@@ -16,16 +16,16 @@ import pyarrow.parquet as pq
 from datatrove.pipeline.base import PipelineStep
 
 from midmix.errors import MidmixError
-from pipelines.config import DedupConfig
-from pipelines.curated_writer import (
+from midmix.pipelines.curation.config import DedupConfig
+from midmix.pipelines.curation.dedup.cluster import DedupInput, cluster_documents
+from midmix.pipelines.curation.dedup.minhash import EXACT_HASH, SIGNATURE
+from midmix.pipelines.curation.steps.base import DROP_REASON, DROP_STEP
+from midmix.pipelines.curation.writer import (
     DECISIONS_SCHEMA,
     decisions_file,
     unit_file,
     write_table_atomic,
 )
-from pipelines.dedup.cluster import DedupInput, cluster_documents
-from pipelines.dedup.minhash import EXACT_HASH, SIGNATURE
-from pipelines.steps.base import DROP_REASON, DROP_STEP
 
 _COLUMNS = ["id", DROP_STEP, "quality_score", EXACT_HASH, SIGNATURE]
 _BATCH_ROWS = 4096

@@ -18,9 +18,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from midmix.hashing import sha256_file
-from pipelines.mixture.encode import encode_arrow
-from pipelines.schema import SHARD_ROW_GROUP_ROWS, SHARD_SCHEMA
-from pipelines.tokenizer import Tokenizer
+from midmix.pipelines.curation.schema import SHARD_ROW_GROUP_ROWS, SHARD_SCHEMA
+from midmix.pipelines.mixtures.encode import encode_arrow
+from midmix.pipelines.tokenizer import Tokenizer
 
 ProgressCallback = Callable[[str, int, int | None], None]
 

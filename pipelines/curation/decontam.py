@@ -14,11 +14,11 @@ import numpy as np
 from datatrove.data import Document
 
 from midmix.errors import MidmixError
-from pipelines.readers import read_records, resolve_inputs
-from pipelines.steps.base import BatchStep
-from pipelines.steps.normalize import normalize_text
-from pipelines.steps.signals import WORDS
-from pipelines.steps.words import concat_words, ngram_hashes, split_words
+from midmix.pipelines.curation.readers import read_records, resolve_inputs
+from midmix.pipelines.curation.steps.base import BatchStep
+from midmix.pipelines.curation.steps.normalize import normalize_text
+from midmix.pipelines.curation.steps.signals import WORDS
+from midmix.pipelines.curation.steps.words import concat_words, ngram_hashes, split_words
 
 _FILTER_BITS = 1 << 24  # 2 MiB bitmap: most document n-grams are rejected by one lookup
 

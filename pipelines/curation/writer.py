@@ -21,10 +21,10 @@ import pyarrow.parquet as pq
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from pipelines.dedup.minhash import EXACT_HASH, SIGNATURE
-from pipelines.readers import UNIT
-from pipelines.schema import CURATED_SCHEMA, DROPPED_SCHEMA
-from pipelines.steps.base import DROP_REASON, DROP_STEP
+from midmix.pipelines.curation.dedup.minhash import EXACT_HASH, SIGNATURE
+from midmix.pipelines.curation.readers import UNIT
+from midmix.pipelines.curation.schema import CURATED_SCHEMA, DROPPED_SCHEMA
+from midmix.pipelines.curation.steps.base import DROP_REASON, DROP_STEP
 
 INTERMEDIATE_SCHEMA = DROPPED_SCHEMA.append(pa.field(EXACT_HASH, pa.uint64())).append(pa.field(SIGNATURE, pa.binary()))
 DECISIONS_SCHEMA = pa.schema(

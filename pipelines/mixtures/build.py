@@ -25,17 +25,16 @@ import pyarrow.compute as pc
 import midmix
 from midmix.errors import MidmixError
 from midmix.hashing import version_id
-from midmix.publish import publishing, staging_path
-from pipelines.catalog import Catalog
-from pipelines.mixture.plan import (
+from midmix.pipelines.catalog import Catalog
+from midmix.pipelines.mixtures.plan import (
     EPOCH_TOLERANCE,
     ComponentPlan,
     MixturePlan,
     PhasePlan,
     plan_mixture,
 )
-from pipelines.mixture.selection import EVAL_TABLE, order_sql, pool_sql, selection_sql
-from pipelines.mixture.shards import (
+from midmix.pipelines.mixtures.selection import EVAL_TABLE, order_sql, pool_sql, selection_sql
+from midmix.pipelines.mixtures.shards import (
     ProgressCallback,
     TextReader,
     shard_table,
@@ -43,8 +42,9 @@ from pipelines.mixture.shards import (
     write_json,
     write_shards,
 )
-from pipelines.mixture.spec import ComponentSpec, MixtureSpec, PhaseSpec, slug
-from pipelines.tokenizer import Tokenizer
+from midmix.pipelines.mixtures.spec import ComponentSpec, MixtureSpec, PhaseSpec, slug
+from midmix.pipelines.tokenizer import Tokenizer
+from midmix.publish import publishing, staging_path
 
 BUILD_FORMAT = 1
 """Bump when the bytes a spec produces change, so old and new builds get different versions."""

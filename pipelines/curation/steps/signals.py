@@ -1,6 +1,6 @@
 """Heuristic quality signals (Gopher/C4/FineWeb family) computed with a vectorised word splitter.
 
-Words come from ``pipelines.steps.words`` (regex-free byte scan), so the signals cost tens of
+Words come from ``midmix.pipelines.curation.steps.words`` (regex-free byte scan), so the signals cost tens of
 microseconds per document instead of spaCy's milliseconds. The word hashes are kept on the
 document (``_words``) for decontamination and MinHash, which would otherwise split again.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 from datatrove.data import Document
 
-from pipelines.schema import SIGNAL_COLUMNS
-from pipelines.steps.base import BatchStep
-from pipelines.steps.words import WordBatch, hash_words, split_words
+from midmix.pipelines.curation.schema import SIGNAL_COLUMNS
+from midmix.pipelines.curation.steps.base import BatchStep
+from midmix.pipelines.curation.steps.words import WordBatch, hash_words, split_words
 
 WORDS = "_words"
 GOPHER_STOPWORDS = ("the", "be", "to", "of", "and", "that", "have", "with")

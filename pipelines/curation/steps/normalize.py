@@ -10,7 +10,7 @@ import unicodedata
 
 from datatrove.data import Document
 
-from pipelines.steps.base import BatchStep
+from midmix.pipelines.curation.steps.base import BatchStep
 
 # Control characters, zero-width marks and lone surrogates (JSON "\ud800" escapes decode to
 # strings that cannot be encoded as UTF-8, so Parquet and hashing would fail on them).

@@ -28,8 +28,8 @@ from pydantic import (
 )
 
 from midmix.config_files import read_mapping_file, validate_model
-from pipelines.schema import SIGNAL_COLUMNS
-from pipelines.tokenizer import TokenizerSpec
+from midmix.pipelines.curation.schema import SIGNAL_COLUMNS
+from midmix.pipelines.tokenizer import TokenizerSpec
 
 WEIGHT_TOLERANCE = 1e-6
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"

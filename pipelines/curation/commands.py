@@ -28,7 +28,7 @@ def register(subparsers: Any) -> None:
 
 def _config_from_args(args: argparse.Namespace) -> Any:
     from midmix.errors import MidmixError
-    from pipelines.config import CurationConfig, load_config, parse_config
+    from midmix.pipelines.curation.config import CurationConfig, load_config, parse_config
 
     if args.config:
         config = load_config(args.config)
@@ -51,7 +51,7 @@ class _Bars:
     """One tqdm bar per curation stage, fed by ``curate_corpus``'s progress callback."""
 
     def __init__(self) -> None:
-        from pipelines.curate import console_stream
+        from midmix.pipelines.curation.curate import console_stream
 
         self.stream = console_stream()
         self.bars: dict[str, Any] = {}
@@ -74,7 +74,7 @@ class _Bars:
 
 def run_curate(args: argparse.Namespace) -> int:
     """Curate, then print the version, the counts per step and where the files are."""
-    from pipelines.curate import curate_corpus
+    from midmix.pipelines.curation.curate import curate_corpus
 
     config = _config_from_args(args)
     bars = _Bars()

@@ -1,7 +1,7 @@
 """Curation configuration: one validated pydantic model says everything a curation run does.
 
 Models are referenced by name, sha256 or local ``.bin`` path; ``"default"`` means the bundled
-model of that task (trained on the sample corpus by ``classifiers.defaults``). The executor is a
+model of that task (trained on the sample corpus by ``midmix.classifiers.defaults``). The executor is a
 config choice, so moving from local processes to Ray or Slurm needs no code change.
 
 A config file (YAML or JSON) lists only what differs from the defaults, for example::
@@ -22,11 +22,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from midmix.config_files import read_mapping_file, validate_model
-from pipelines.tokenizer import TokenizerSpec
+from midmix.pipelines.tokenizer import TokenizerSpec
+from midmix.resources import HUMANEVAL
 
 DEFAULT_MODEL = "default"
 DEFAULT_DOMAINS = ("web", "code", "math", "qa", "academic", "other")
-BUNDLED_EVAL = Path(__file__).resolve().parent.parent / "data" / "sample-corpus" / "humaneval.jsonl.gz"
+BUNDLED_EVAL = HUMANEVAL
 
 
 class _Strict(BaseModel):

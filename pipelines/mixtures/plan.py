@@ -16,8 +16,8 @@ import duckdb
 from pydantic import BaseModel
 
 from midmix.errors import MidmixError
-from pipelines.catalog import Catalog
-from pipelines.mixture.selection import (
+from midmix.pipelines.catalog import Catalog
+from midmix.pipelines.mixtures.selection import (
     EVAL_TABLE,
     count_selected,
     create_eval_table,
@@ -28,13 +28,13 @@ from pipelines.mixture.selection import (
     selection_sql,
     threshold_names,
 )
-from pipelines.mixture.spec import (
+from midmix.pipelines.mixtures.spec import (
     ComponentSpec,
     MixtureSpec,
     PhaseSpec,
     effective_weights,
 )
-from pipelines.tokenizer import Tokenizer
+from midmix.pipelines.tokenizer import Tokenizer
 
 EPOCH_TOLERANCE = 1e-9
 

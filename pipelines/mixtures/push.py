@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from midmix import storage
 from midmix.errors import NotFoundError
-from pipelines import storage
 
 
 def push_mixture(data_dir: Path, version: str, url: str) -> list[str]:
