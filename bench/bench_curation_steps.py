@@ -24,8 +24,10 @@ from pathlib import Path
 
 from datatrove.data import Document
 
+from midmix.resources import SAMPLE_CORPUS
+
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO / "data" / "sample-corpus" / "corpus.jsonl.gz"
+CORPUS = SAMPLE_CORPUS
 
 
 def load_docs(n_docs: int) -> list[Document]:

@@ -48,11 +48,12 @@ import pyarrow.parquet as pq
 from midmix.hashing import sha256_file
 from midmix.pipelines.curation.schema import SHARD_SCHEMA
 from midmix.pipelines.mixtures.shards import PARQUET_OPTIONS, SHARD_MAX_ROWS
+from midmix.resources import SAMPLE_CORPUS
 from midmix.trainer.blend import blend_schedule
 from midmix.trainer.packing import pack_documents
 from midmix.trainer.phase_stream import PhaseStream, retain_freed_memory
 
-CORPUS = Path(__file__).resolve().parents[1] / "data" / "sample-corpus" / "corpus.jsonl.gz"
+CORPUS = SAMPLE_CORPUS
 EOS = 256
 MAJOR_DOMAINS = {"web", "other", "academic", "qa"}
 HF_STANDARD = "HF map(group_texts) + iter"

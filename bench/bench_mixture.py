@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,9 +31,13 @@ from midmix.pipelines.mixtures.plan import plan_mixture
 from midmix.pipelines.mixtures.spec import parse_spec
 from midmix.pipelines.tokenizer import Tokenizer, TokenizerSpec
 from midmix.pipelines.tokenizer_train import dataset_texts, train_tokenizer
-from tests.sample_dataset import write_sample_dataset
+from midmix.resources import SAMPLE_CORPUS
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample-corpus" / "corpus.jsonl.gz"
+# The curated-dataset fixture is shared with the tests; bench scripts run from the repository.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.sample_dataset import write_sample_dataset  # noqa: E402
+
+SAMPLE = SAMPLE_CORPUS
 DOMAINS = ["web", "code", "math", "qa", "academic"]
 
 

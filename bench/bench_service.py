@@ -37,9 +37,10 @@ sys.path.insert(0, str(REPO))
 
 from midmix.pipelines.mixtures.build import materialize_mixture
 from midmix.pipelines.mixtures.spec import MixtureSpec
+from midmix.resources import SAMPLE_CORPUS
 from tests.sample_dataset import write_sample_dataset
 
-CORPUS = REPO / "data" / "sample-corpus" / "corpus.jsonl.gz"
+CORPUS = SAMPLE_CORPUS
 LEVELS = (1, 16, 64)
 
 

@@ -18,6 +18,7 @@ Reported: data wait as a share of step time (target < 2% for ours), tokens/s, an
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import threading
 import time
@@ -27,18 +28,23 @@ import numpy as np
 import torch
 import uvicorn
 
+from midmix.mixture_manifest import phase_shards
 from midmix.pipelines.mixtures.build import materialize_mixture
 from midmix.pipelines.mixtures.spec import parse_spec
+from midmix.resources import SAMPLE_CORPUS
 from midmix.service.app import create_app
 from midmix.service.settings import ServiceSettings
 from midmix.trainer.config import TrainConfig
 from midmix.trainer.metrics import read_metrics
 from midmix.trainer.model import Decoder
 from midmix.trainer.packing import pack_documents
-from midmix.trainer.train import Runtime, build_optimizer, optimizer_step, phase_shards, train
-from tests.sample_dataset import write_sample_dataset
+from midmix.trainer.train import Runtime, build_optimizer, optimizer_step, train
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample-corpus" / "corpus.jsonl.gz"
+# The curated-dataset fixture is shared with the tests; bench scripts run from the repository.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.sample_dataset import write_sample_dataset  # noqa: E402
+
+SAMPLE = SAMPLE_CORPUS
 MODEL = {"d_model": 64, "n_layers": 2, "n_heads": 4, "max_seq_len": 2048}
 
 
@@ -127,7 +133,7 @@ def main() -> None:
         server, url = serve(work / "data")
         ours = run_ours(url, manifest["version"], work, args)
         version_dir = work / "data" / "mixtures" / manifest["version"]
-        shards = [version_dir / shard["path"] for shard in phase_shards(manifest["phases"][0])]
+        shards = [version_dir / shard["path"] for _, shard in phase_shards(manifest["phases"][0])]
         tokenizer = manifest["tokenizer"]
         peer = run_peer(shards, tokenizer["vocab_size"], tokenizer["eos_id"], work, args)
         server.should_exit = True

@@ -30,7 +30,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-SAMPLE_CORPUS = Path(__file__).resolve().parents[1] / "data" / "sample-corpus" / "corpus.jsonl.gz"
+from midmix.resources import SAMPLE_CORPUS
+
+SAMPLE_CORPUS = SAMPLE_CORPUS
 MB = 2**20
 GB = 2**30
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -18,6 +18,8 @@ from midmix.classifiers.jsonl import read_jsonl
 from midmix.classifiers.registry import ModelRegistry
 from midmix.classifiers.split import DEFAULT_SPLIT, SplitRule, is_heldout
 from midmix.classifiers.train import FastTextParams, LabelledDoc, file_trained_on, train_classifier
+from midmix.hashing import text_id
+from midmix.progress import ProgressCallback
 from midmix.resources import SAMPLE_CORPUS
 
 __all__ = ["BUNDLED_CORPUS", "DEFAULT_SPLIT", "DefaultModels", "DefaultRecipe", "ensure_default_models", "is_heldout"]
@@ -81,7 +83,7 @@ def ensure_default_models(
     models_dir: Path,
     corpus: Path = BUNDLED_CORPUS,
     split: SplitRule = DEFAULT_SPLIT,
-    progress: Callable[[str, int, int | None], None] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> DefaultModels:
     """Train (or find already registered) the default quality, domain and language models.
 
@@ -132,7 +134,7 @@ def _train_default(
     trained_on: TrainedOn,
 ) -> ModelCard:
     examples = [
-        LabelledDoc(record["text"], str(record[recipe.label_field]), str(record[split.key]))
+        LabelledDoc(record["text"], str(record[recipe.label_field]), str(record.get(split.key) or text_id(record["text"])))
         for record in records
         if record.get(recipe.label_field) is not None
     ]

@@ -8,9 +8,7 @@ registered like a local file, so its identity is still the hash of its bytes.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import uuid
 from pathlib import Path, PurePosixPath
 
@@ -18,6 +16,7 @@ from midmix import storage
 from midmix.classifiers.card import ModelCard
 from midmix.classifiers.model import FastTextModel
 from midmix.errors import MidmixError, NotFoundError
+from midmix.publish import atomic_copy, atomic_write_text
 
 _HEX = re.compile(r"[0-9a-f]{4,64}")
 EXTERNAL_TASK = "external"
@@ -38,8 +37,8 @@ class ModelRegistry:
         self.models_dir.mkdir(parents=True, exist_ok=True)
         final_bin = self.models_dir / f"{model.sha256}.bin"
         if not final_bin.exists():
-            _atomic_copy(Path(bin_path), final_bin)
-        _atomic_write(self.models_dir / f"{model.sha256}.json", card.model_dump_json(indent=2))
+            atomic_copy(Path(bin_path), final_bin)
+        atomic_write_text(self.models_dir / f"{model.sha256}.json", card.model_dump_json(indent=2))
         return card
 
     def cards(self) -> list[ModelCard]:
@@ -105,22 +104,3 @@ def _read_card(path: Path) -> ModelCard:
         return ModelCard.model_validate_json(path.read_text(encoding="utf-8"))
     except ValueError as error:
         raise MidmixError(f"corrupt model card {path}: {error}; delete it and re-register the model") from error
-
-
-def _atomic_copy(source: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.copyfile(source, tmp)
-    _fsync(tmp)
-    os.replace(tmp, target)
-
-
-def _atomic_write(target: Path, text: str) -> None:
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    _fsync(tmp)
-    os.replace(tmp, target)
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())

@@ -6,7 +6,6 @@ single-threaded with a fixed seed, so the same examples and params give the same
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -22,7 +21,8 @@ from midmix.classifiers.model import FastTextModel
 from midmix.classifiers.split import DEFAULT_SPLIT, is_heldout
 from midmix.classifiers.text import fasttext_line
 from midmix.errors import MidmixError
-from midmix.hashing import sha256_file
+from midmix.hashing import sha256_file, text_id
+from midmix.publish import atomic_path
 
 # Labels that mean "the good class" when a binary model's positive label is not given.
 POSITIVE_LABELS = ("high", "hq", "positive", "pos", "1", "true", "yes")
@@ -95,7 +95,7 @@ def load_labelled_jsonl(
             raise MidmixError(f"{path}:{line_no}: field '{text_field}' is missing or not a string")
         doc_id = record.get(id_field)
         if doc_id is None:
-            doc_id = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            doc_id = text_id(text)
         docs.append(LabelledDoc(text, str(label), str(doc_id)))
     if records and not with_label_field:
         raise MidmixError(f"{path}: no record has the label field '{label_field}'; pass --label-field")
@@ -118,7 +118,7 @@ def split_examples(
 
 
 def _default_split_key(example: tuple[str, ...]) -> str:
-    return example[2] if len(example) > 2 else hashlib.sha256(example[0].encode("utf-8")).hexdigest()
+    return example[2] if len(example) > 2 else text_id(example[0])
 
 
 def train_classifier(
@@ -200,9 +200,8 @@ def _fit(lines: Iterable[str], params: FastTextParams, out_path: Path) -> None:
         train_file = Path(work) / "train.txt"
         with open(train_file, "w", encoding="utf-8") as handle:
             handle.writelines(lines)
-        tmp = out_path.with_name(out_path.name + ".tmp")
-        fit_in_subprocess(train_file, params.model_dump(), tmp)
-    tmp.replace(out_path)
+        with atomic_path(out_path) as temporary:
+            fit_in_subprocess(train_file, params.model_dump(), temporary)
 
 
 def evaluate(

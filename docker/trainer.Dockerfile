@@ -19,6 +19,20 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 ENV TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 
+# The wheel: built once from the sources (package data included: the sample corpus and HumanEval,
+# so a default curation works inside the image), then installed like any user would.
+FROM python:3.11-slim AS wheel
+WORKDIR /src
+COPY pyproject.toml README.md LICENSE ./
+COPY midmix midmix
+COPY classifiers classifiers
+COPY pipelines pipelines
+COPY service service
+COPY trainer trainer
+COPY data data
+# hadolint ignore=DL3013
+RUN pip wheel --no-cache-dir --no-deps . -w /dist
+
 # hadolint ignore=DL3006
 FROM base-${DEVICE} AS trainer
 ENV VIRTUAL_ENV=/opt/venv \
@@ -26,14 +40,9 @@ ENV VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1
 RUN python3.11 -m venv /opt/venv \
     && pip install --no-cache-dir "torch==2.13.0" --index-url "$TORCH_INDEX_URL"
-WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY midmix midmix
-COPY classifiers classifiers
-COPY pipelines pipelines
-COPY service service
-COPY trainer trainer
-RUN pip install --no-cache-dir . \
+COPY --from=wheel /dist /dist
+RUN pip install --no-cache-dir /dist/midmix-0.1.0-py3-none-any.whl \
+    && rm -rf /dist \
     && useradd --create-home --uid 1000 midmix \
     && mkdir -p /runs /cache \
     && chown midmix /runs /cache

@@ -8,24 +8,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from pathlib import Path
 
 from midmix import __version__
 from midmix.errors import MidmixError
+from midmix.paths import DATA_DIR_ENV, DEFAULT_DATA_DIR, default_data_dir
 
 COMMAND_MODULES = (
     "midmix.classifiers.commands",
     "midmix.pipelines.curation.commands",
     "midmix.pipelines.mixtures.commands",
     "midmix.service.commands",
+    "midmix.service.remote_commands",
     "midmix.trainer.commands",
 )
-
-
-DATA_DIR_ENV = "MIDMIX_DATA_DIR"
-DEFAULT_DATA_DIR = "midmix-data"
 
 
 def add_data_dir_argument(parser: argparse.ArgumentParser, *aliases: str) -> None:
@@ -35,14 +32,14 @@ def add_data_dir_argument(parser: argparse.ArgumentParser, *aliases: str) -> Non
         "--data-dir",
         dest="data_dir",
         type=Path,
-        default=Path(os.environ.get(DATA_DIR_ENV, DEFAULT_DATA_DIR)),
+        default=default_data_dir(),
         help=f"midmix data directory (default: ${DATA_DIR_ENV} or ./{DEFAULT_DATA_DIR})",
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with every package's subcommands attached."""
-    parser = argparse.ArgumentParser(prog="midmix", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="midmix", description="Mid-training data: curate, mix, serve, train.")
     parser.add_argument("--version", action="version", version=f"midmix {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMAND_MODULES:

@@ -13,7 +13,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from midmix.errors import MidmixError
+from midmix.errors import MidmixError, validation_problems
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -34,18 +34,9 @@ def read_mapping_file(path: str | Path, what: str) -> dict:
     return data
 
 
-def validation_problems(error: ValidationError) -> str:
-    """One ``field.path: message`` per problem, joined, so the user knows what to edit."""
-    problems = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        problems.append(f"{where}: {item['msg']}")
-    return "; ".join(problems)
-
-
 def validate_model(model: type[Model], data: object, what: str, origin: str) -> Model:
     """Validate plain data (from a file or an HTTP body) into ``model``; errors name field and origin."""
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise MidmixError(f"invalid {what} {origin}: {validation_problems(error)}".replace("  ", " ")) from None
+        raise MidmixError(f"invalid {what} {origin}: {validation_problems(error.errors())}".replace("  ", " ")) from None

@@ -37,3 +37,12 @@ def sha256_json(value: Any) -> str:
 def version_id(prefix: str, value: Any) -> str:
     """A short, readable version id such as ``ds-1a2b3c4d5e6f7a8b`` derived from content."""
     return f"{prefix}-{sha256_json(value)[:16]}"
+
+
+def text_id(text: str) -> str:
+    """The id of a document that has none: a hash of its raw text (lone surrogates allowed).
+
+    Curation, classifier training and splits all use this one rule, so the same id-less document
+    gets the same id (and lands on the same side of a train/eval split) everywhere.
+    """
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:20]

@@ -19,6 +19,7 @@ from fsspec.spec import AbstractFileSystem
 
 from midmix.errors import MidmixError, NotFoundError
 from midmix.hashing import sha256_stream
+from midmix.publish import atomic_path
 
 _CHUNK = 1 << 20
 _GLOB_CHARS = frozenset("*?[")
@@ -108,12 +109,9 @@ def put_tree(local_dir: Path, location: str | Path) -> list[str]:
 
 
 def fetch_file(location: str | Path, dest: Path) -> Path:
-    """Copy the file at ``location`` to the local path ``dest`` (via a temporary name, then rename)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".partial")
-    with open_file(location, "rb") as reader, open(partial, "wb") as writer:
+    """Copy the file at ``location`` to the local path ``dest`` atomically."""
+    with atomic_path(dest) as temporary, open_file(location, "rb") as reader, open(temporary, "wb") as writer:
         shutil.copyfileobj(reader, writer, _CHUNK)
-    partial.replace(dest)
     return dest
 
 

@@ -7,13 +7,13 @@ atomically (temporary name, then rename) so a killed run never leaves a half-wri
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from midmix.errors import MidmixError
+from midmix.publish import atomic_path
 
 EOS_TOKEN = "<|endoftext|>"
 MIN_VOCAB_SIZE = 257
@@ -43,8 +43,6 @@ def train_tokenizer(texts: Iterator[list[str]], vocab_size: int, out: Path) -> d
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    tokenizer.save(str(partial))
-    os.replace(partial, out)
+    with atomic_path(out) as temporary:
+        tokenizer.save(str(temporary))
     return {"path": str(out), "vocab_size": tokenizer.get_vocab_size(), "eos_id": tokenizer.token_to_id(EOS_TOKEN)}

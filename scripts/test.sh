@@ -13,4 +13,4 @@ bash scripts/setup.sh
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 # As if activated: tests call tools the venv installs (hadolint, midmix, ray).
 export PATH="$PWD/.venv/bin:$PATH"
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest -q -rs "$@"

@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from midmix import __version__
-from midmix.errors import MidmixError
+from midmix.errors import MidmixError, validation_problems
 from midmix.service.jobs.runner import JobRunner
 from midmix.service.jobs.store import JobStore
 from midmix.service.routes import datasets, jobs, meta, mixtures, shards
@@ -80,8 +80,4 @@ async def _midmix_error(request: Request, error: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
-    problems = []
-    for item in error.errors():
-        field = ".".join(str(part) for part in item.get("loc", ())) or "request"
-        problems.append(f"{field}: {item.get('msg', 'invalid')}")
-    return JSONResponse({"detail": "invalid request: " + "; ".join(problems)}, status_code=422)
+    return JSONResponse({"detail": "invalid request: " + validation_problems(error.errors(), "request")}, status_code=422)

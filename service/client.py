@@ -8,7 +8,6 @@ backoff; 4xx answers are user mistakes and raise at once with the server's ``det
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ import httpx
 
 from midmix.errors import ConflictError, MidmixError, NotFoundError
 from midmix.hashing import sha256_file
+from midmix.publish import commit_file
 
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 _CHUNK = 1 << 20
@@ -126,7 +126,7 @@ class MidmixClient:
                 f"download of {path} from {self.base_url} did not match its sha256 {etag}; "
                 "the partial file was removed, run again"
             )
-        os.replace(partial, dest)
+        commit_file(partial, dest)
         return dest
 
     # --- jobs -----------------------------------------------------------------------------

@@ -10,15 +10,15 @@ signed URL where the store can sign one, else by ``proxy`` (the service streams 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from midmix.errors import MidmixError
+from midmix.config_files import read_mapping_file
+from midmix.errors import MidmixError, validation_problems
+from midmix.paths import DEFAULT_DATA_DIR
 
 
 class ServiceSettings(BaseSettings):
@@ -26,7 +26,7 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MIDMIX_", extra="forbid")
 
-    data_dir: Path = Path("midmix-data")
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
     write_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
     read_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
     job_workers: int = Field(default=1, ge=1, le=64)
@@ -46,20 +46,9 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Servi
     """Settings from env vars, then ``config_file`` (YAML or JSON), then explicit overrides."""
     values: dict[str, object] = {}
     if config_file is not None:
-        values.update(_read_config_file(config_file))
+        values.update(read_mapping_file(config_file, "service config file"))
     values.update({key: value for key, value in overrides.items() if value is not None})
     try:
         return ServiceSettings(**values)
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-        raise MidmixError(f"invalid service settings: {problems}") from error
-
-
-def _read_config_file(path: Path) -> dict:
-    if not path.is_file():
-        raise MidmixError(f"service config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    if not isinstance(data, dict):
-        raise MidmixError(f"{path} must hold a mapping of settings (data_dir, write_tokens, ...)")
-    return data
+        raise MidmixError(f"invalid service settings: {validation_problems(error.errors())}") from None

@@ -25,6 +25,7 @@ from threading import Lock
 
 from midmix import storage
 from midmix.errors import MidmixError, NotFoundError
+from midmix.mixture_manifest import listed_files
 from midmix.service.composition import phase_composition
 
 _VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -85,7 +86,7 @@ class VersionStore:
             return hit[1]
         body = path.read_bytes()
         data = json.loads(body)
-        cached = CachedManifest(data=data, body=body, etag=sha256_bytes_etag(body), files=_listed_files(data))
+        cached = CachedManifest(data=data, body=body, etag=sha256_bytes_etag(body), files=listed_files(data))
         with self._lock:
             self._cache[path] = (stamp, cached)
         return cached
@@ -159,7 +160,7 @@ class VersionStore:
         with storage.open_file(location) as handle:
             body = handle.read()
         data = json.loads(body)
-        cached = CachedManifest(data=data, body=body, etag=sha256_bytes_etag(body), files=_listed_files(data))
+        cached = CachedManifest(data=data, body=body, etag=sha256_bytes_etag(body), files=listed_files(data))
         with self._lock:
             self._mirrored[key] = cached
         return cached
@@ -222,16 +223,3 @@ def sha256_bytes_etag(body: bytes) -> str:
     return f'"{hashlib.sha256(body).hexdigest()}"'
 
 
-def _listed_files(manifest: dict) -> dict[str, str]:
-    """Relative path -> sha256 of every file a mixture manifest lists (shards, eval, tokenizer)."""
-    files: dict[str, str] = {}
-    for phase in manifest.get("phases", []) or []:
-        for component in phase.get("components", []) or []:
-            for shard in component.get("shards", []) or []:
-                files[shard["path"]] = shard["sha256"]
-    for entry in (manifest.get("eval") or {}).values():
-        files[entry["path"]] = entry["sha256"]
-    tokenizer = manifest.get("tokenizer") or {}
-    if tokenizer.get("path"):
-        files[tokenizer["path"]] = tokenizer["sha256"]
-    return files

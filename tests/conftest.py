@@ -2,6 +2,9 @@
 
 The default fastText models are trained once per session (seconds on one core) and linked
 into each test's data directory, so tests use real models without retraining them.
+
+Skips are a policy, not an accident: the test command installs everything the suite needs, so
+a skip whose reason is not in ``EXPECTED_SKIPS`` fails the run (``-rs`` prints every reason).
 """
 
 from __future__ import annotations
@@ -13,10 +16,32 @@ from pathlib import Path
 
 import pytest
 
+from midmix.resources import HUMANEVAL, SAMPLE_CORPUS
+
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE_CORPUS = REPO / "data" / "sample-corpus" / "corpus.jsonl.gz"
-HUMANEVAL = REPO / "data" / "sample-corpus" / "humaneval.jsonl.gz"
 SUBSET_EVERY = 10
+# Reasons a test may skip without failing CI: hardware this machine cannot have.
+EXPECTED_SKIPS = ("needs a CUDA GPU",)
+_unexpected_skips: list[str] = []
+
+__all__ = ["HUMANEVAL", "REPO", "SAMPLE_CORPUS"]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Remember every skip whose reason is not an expected one."""
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if not any(expected in reason for expected in EXPECTED_SKIPS):
+            _unexpected_skips.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail a run that passed but skipped a test for an unexpected reason."""
+    if _unexpected_skips and exitstatus == 0:
+        print("\nunexpected skips (install what they name, or add the reason to EXPECTED_SKIPS):")
+        for line in _unexpected_skips:
+            print(f"  {line}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,12 @@ from midmix.hashing import sha256_file
 from midmix.pipelines.curation.schema import SHARD_ROW_GROUP_ROWS, SHARD_SCHEMA
 
 REPO = Path(__file__).resolve().parents[1]
+SLOW_BUILD_HOOK = Path(__file__).resolve().parent / "slow_build"
+
+
+def slow_build_env(seconds: float) -> dict[str, str]:
+    """Environment for a subprocess whose mixture builds pause ``seconds`` after each shard (tests/slow_build)."""
+    return {"MIDMIX_TEST_SLOW_BUILD": str(seconds), "PYTHONPATH": os.pathsep.join([str(SLOW_BUILD_HOOK), str(REPO)])}
 
 
 def free_port() -> int:

@@ -20,6 +20,8 @@ sys.path.insert(0, str(BENCH))
 from bench_dedup import score
 from grow_corpus import PlantedPair, grow, jaccard, load_truth, shingles, write_corpus
 
+pytestmark = pytest.mark.slow  # starts processes (services, workers, torchrun, Ray, a browser)
+
 TINY = 300
 
 

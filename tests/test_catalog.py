@@ -14,9 +14,10 @@ from midmix.errors import NotFoundError
 from midmix.pipelines.catalog import Catalog
 from midmix.pipelines.mixtures.build import materialize_mixture
 from midmix.pipelines.mixtures.spec import parse_spec
+from midmix.resources import SAMPLE_CORPUS
 from tests.sample_dataset import write_sample_dataset
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample-corpus" / "corpus.jsonl.gz"
+SAMPLE = SAMPLE_CORPUS
 SPEC = {"name": "cat", "phases": [{"name": "p", "token_budget": 20_000, "components": [
     {"name": "math", "datasets": ["latest"], "weight": 1.0, "select": {"column": "domain", "op": "==", "value": "math"}}]}]}  # fmt: skip
 

@@ -28,6 +28,7 @@ from midmix.classifiers.train import (
 )
 from midmix.cli import main
 from midmix.errors import MidmixError, NotFoundError
+from midmix.hashing import text_id
 
 FAST = FastTextParams(epoch=5, dim=8, bucket=0, wordNgrams=1)
 FRUIT = [f"apple orchard red apple {i}" for i in range(40)] + [f"banana yellow banana peel {i}" for i in range(40)]
@@ -195,7 +196,7 @@ def test_load_labelled_jsonl_skips_null_labels_and_hashes_missing_ids(tmp_path: 
     ])
     docs = load_labelled_jsonl(path)
     assert [(doc.text, doc.label) for doc in docs] == [("one", "x"), ("three", "y")]
-    assert docs[0].doc_id == "a" and len(docs[1].doc_id) == 64
+    assert docs[0].doc_id == "a" and docs[1].doc_id == text_id("three")  # curation's id for an id-less doc
 
 
 # --- registry -----------------------------------------------------------------------------

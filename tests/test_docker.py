@@ -19,7 +19,8 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
+
 DOCKER = REPO / "docker"
 DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
 PIP_FLAGS_WITH_VALUE = {"--index-url", "-i", "--extra-index-url", "-r", "--requirement", "-c", "--constraint"}
@@ -91,9 +92,10 @@ def test_dockerfile_installs_exactly_the_pinned_versions_of_pyproject(dockerfile
     extras = set(pyproject()["project"]["optional-dependencies"])
     args = pip_install_args(dockerfile)
     assert args, f"{dockerfile.name} installs nothing with pip"
+    wheel = f"/dist/midmix-{pyproject()['project']['version']}-py3-none-any.whl"
     for arg in args:
-        if arg == "." or arg.startswith(".["):
-            wanted = set(re.findall(r"[\w-]+", arg[1:]))
+        if arg.startswith(wheel):
+            wanted = set(re.findall(r"[\w-]+", arg[len(wheel):]))
             assert wanted <= extras, f"{dockerfile.name} asks for extras {wanted - extras} missing from pyproject.toml"
             continue
         requirement = Requirement(arg)
@@ -110,7 +112,8 @@ def test_both_device_stages_give_the_python_that_pyproject_requires(dockerfile):
     froms = [args for name, args in instructions(dockerfile) if name == "FROM"]
     assert froms[0] == "python:3.11-slim AS base-cpu"
     assert froms[1].startswith("nvidia/cuda:") and froms[1].endswith(" AS base-cuda")
-    assert froms[2].startswith("base-${DEVICE} AS ")
+    assert froms[2] == "python:3.11-slim AS wheel"
+    assert froms[3].startswith("base-${DEVICE} AS ")
     text = dockerfile.read_text()
     assert "install -y --no-install-recommends python3.11 " in text, "the CUDA stage must install the same Python"
     assert "python3.11 -m venv /opt/venv" in text
@@ -118,6 +121,21 @@ def test_both_device_stages_give_the_python_that_pyproject_requires(dockerfile):
     assert ("ARG", "DEVICE=cpu") in instructions(dockerfile)
     indexes = re.findall(r"ENV TORCH_INDEX_URL=(\S+)", text)
     assert [url.rsplit("/", 1)[1] for url in indexes] == ["cpu", "cu128"]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_image_builds_the_wheel_from_every_packaged_folder_and_installs_it(dockerfile):
+    package_dirs = set(pyproject()["tool"]["setuptools"]["package-dir"].values())
+    copied = {args.split()[0] for name, args in instructions(dockerfile) if name == "COPY" and "--from" not in args}
+    assert package_dirs <= copied, f"{dockerfile.name} does not copy {package_dirs - copied} into the wheel build"
+    ignored = (DOCKER / f"{dockerfile.name}.dockerignore").read_text().split()
+    packaged_data = [REPO / "data" / "sample-corpus" / "corpus.jsonl.gz", REPO / "data" / "sample-corpus" / "humaneval.jsonl.gz"]
+    for path in packaged_data:
+        relative = path.relative_to(REPO).as_posix()
+        assert not any(relative == rule or relative.startswith(rule + "/") for rule in ignored), (
+            f"{relative} is package data but the build context ignores it"
+        )
+    assert ("COPY", "--from=wheel /dist /dist") in instructions(dockerfile)
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)

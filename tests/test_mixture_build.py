@@ -18,9 +18,10 @@ from midmix.pipelines.mixtures.diff import diff_mixtures
 from midmix.pipelines.mixtures.plan import plan_mixture
 from midmix.pipelines.mixtures.spec import parse_spec
 from midmix.pipelines.tokenizer_train import dataset_texts, train_tokenizer
+from midmix.resources import SAMPLE_CORPUS
 from tests.sample_dataset import write_sample_dataset
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample-corpus" / "corpus.jsonl.gz"
+SAMPLE = SAMPLE_CORPUS
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from midmix.cli import main
+from midmix.resources import SAMPLE_CORPUS
 from tests.sample_dataset import write_sample_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "sample-corpus" / "corpus.jsonl.gz"
+SAMPLE = SAMPLE_CORPUS
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,14 @@ import pytest
 
 from midmix.hashing import sha256_file
 from midmix.pipelines.catalog import Catalog
-from midmix.pipelines.mixtures.shards import TEST_SLOW_ENV
+from midmix.resources import SAMPLE_CORPUS
 from tests.sample_dataset import write_sample_dataset
+from tests.service_fixtures import slow_build_env
+
+pytestmark = pytest.mark.slow  # starts processes (services, workers, torchrun, Ray, a browser)
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "sample-corpus" / "corpus.jsonl.gz"
+SAMPLE = SAMPLE_CORPUS
 DOMAINS = ("web", "code", "math", "qa", "academic", "other")
 
 
@@ -31,10 +34,8 @@ def _write_spec(path: Path) -> Path:
 
 
 def _build(data_dir: Path, spec: Path, slow: float | None) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop(TEST_SLOW_ENV, None)
-    if slow:
-        env[TEST_SLOW_ENV] = str(slow)
+    env = {key: value for key, value in os.environ.items() if key != "MIDMIX_TEST_SLOW_BUILD"}
+    env.update(slow_build_env(slow) if slow else {"PYTHONPATH": str(ROOT)})
     return subprocess.Popen(
         [sys.executable, "-m", "midmix", "build", str(spec), "--data-dir", str(data_dir)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -112,5 +112,5 @@ def test_selection_tree_checks_operators_against_column_types():
 
 
 def test_lr_fractions_must_sum_to_one():
-    with pytest.raises(MidmixError, match=r"lr warmup \+ stable \+ decay must be 1, got 0\.9"):
+    with pytest.raises(MidmixError, match=r"lr warmup \+ stable \+ decay must sum to 1, got 0\.9"):
         parse_spec(_spec(lr={"warmup": 0.1, "stable": 0.7, "decay": 0.1}))

@@ -13,9 +13,10 @@ from midmix.errors import MidmixError, NotFoundError
 from midmix.pipelines.catalog import Catalog
 from midmix.pipelines.mixtures.plan import plan_mixture
 from midmix.pipelines.mixtures.spec import parse_spec
+from midmix.resources import SAMPLE_CORPUS
 from tests.sample_dataset import write_sample_dataset
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample-corpus" / "corpus.jsonl.gz"
+SAMPLE = SAMPLE_CORPUS
 
 # OLMo 2 Dolmino 50B stage-2 mix (published shares, %; they sum to 100.01) and the source sizes we give
 # them here, scaled by 1e-6 (tokens; every document is 100 byte-tokens).

@@ -26,6 +26,8 @@ from midmix.pipelines.curation.config import CurationConfig, LocalExecutor, RayE
 from midmix.pipelines.curation.curate import curate_corpus
 from tests.conftest import make_data_dir
 
+pytestmark = pytest.mark.slow  # starts processes (services, workers, torchrun, Ray, a browser)
+
 # Ray reads this once, at import: with it a driver uses 127.0.0.1 as its own address, so every
 # connection stays on loopback (scripts/test.sh exports it as well).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")

@@ -28,15 +28,16 @@ from midmix.errors import NotFoundError
 from midmix.hashing import sha256_file
 from midmix.pipelines.mixtures.build import materialize_mixture
 from midmix.pipelines.mixtures.spec import MixtureSpec
+from midmix.resources import SAMPLE_CORPUS
 from midmix.service.app import create_app
 from midmix.service.client import MidmixClient
 from midmix.service.settings import ServiceSettings
 from tests.sample_dataset import write_sample_dataset
 from tests.service_fixtures import free_port, start_service
 
-SAMPLE = (
-    Path(__file__).resolve().parents[1] / "data" / "sample-corpus" / "corpus.jsonl.gz"
-)
+pytestmark = pytest.mark.slow  # starts processes (services, workers, torchrun, Ray, a browser)
+
+SAMPLE = SAMPLE_CORPUS
 SPEC = {"name": "mirror", "phases": [{"name": "stable", "token_budget": 30_000, "components": [
     {"name": "web", "datasets": ["latest"], "weight": 0.6, "select": {"column": "domain", "op": "==", "value": "web"}},
     {"name": "code", "datasets": ["latest"], "weight": 0.4, "select": {"column": "domain", "op": "==", "value": "code"}},

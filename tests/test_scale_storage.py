@@ -79,7 +79,7 @@ def test_put_tree_copies_a_version_with_the_manifest_last(tmp_path, memory_root)
     ]
     fetched = storage.fetch_file(written[0], tmp_path / "cache" / "web.parquet")
     assert fetched.read_bytes() == b"PAR1"
-    assert not (tmp_path / "cache" / "web.parquet.partial").exists()
+    assert list((tmp_path / "cache").iterdir()) == [fetched]  # no temporary file left behind
 
 
 def test_missing_files_raise_not_found_naming_the_url(memory_root):

@@ -19,6 +19,8 @@ from midmix.service.client import MidmixClient
 from tests.conftest import make_data_dir
 from tests.service_fixtures import RunningService, start_service
 
+pytestmark = pytest.mark.slow  # starts processes (services, workers, torchrun, Ray, a browser)
+
 
 def _domain(value: str) -> dict:
     return {"column": "domain", "op": "==", "value": value}

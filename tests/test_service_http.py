@@ -16,6 +16,8 @@ from midmix.hashing import sha256_file
 from midmix.service.client import MidmixClient
 from tests.service_fixtures import RunningService, free_port, start_service, write_fixture_mixture
 
+pytestmark = pytest.mark.slow  # starts processes (services, workers, torchrun, Ray, a browser)
+
 VERSION = "mix-00000000000000aa"
 SHARD = "phases/stable/web-00000.parquet"
 

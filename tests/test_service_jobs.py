@@ -13,15 +13,17 @@ import pytest
 from midmix.errors import ConflictError
 from midmix.pipelines.catalog import Catalog
 from midmix.pipelines.mixtures.build import mixture_version
-from midmix.pipelines.mixtures.shards import TEST_SLOW_ENV
 from midmix.pipelines.mixtures.spec import MixtureSpec
+from midmix.resources import SAMPLE_CORPUS
 from midmix.service.client import MidmixClient
 from midmix.service.jobs.runner import process_alive
 from midmix.service.jobs.store import JobStore
 from tests.sample_dataset import write_sample_dataset
-from tests.service_fixtures import REPO, RunningService, start_service
+from tests.service_fixtures import RunningService, slow_build_env, start_service
 
-CORPUS = REPO / "data" / "sample-corpus" / "corpus.jsonl.gz"
+pytestmark = pytest.mark.slow  # starts processes (services, workers, torchrun, Ray, a browser)
+
+CORPUS = SAMPLE_CORPUS
 
 
 def spec(name: str) -> dict:
@@ -53,7 +55,7 @@ def slow_service(tmp_path_factory: pytest.TempPathFactory):
     """One service whose builds pause 1.5 s per shard, so jobs are still running when we act."""
     data_dir = tmp_path_factory.mktemp("slow") / "data"
     write_sample_dataset(data_dir, CORPUS, limit=400)
-    service = start_service(data_dir, env={TEST_SLOW_ENV: "1.5"})
+    service = start_service(data_dir, env=slow_build_env(1.5))
     yield service
     service.stop()
 
@@ -114,7 +116,7 @@ def test_cancel_kills_the_worker_publishes_nothing_and_retry_completes(slow_serv
 
 def test_running_job_survives_a_killed_service_as_interrupted_then_retries_to_the_same_version(data_dir: Path) -> None:
     store = JobStore(data_dir / "jobs")
-    slow = start_service(data_dir, env={TEST_SLOW_ENV: "5"})
+    slow = start_service(data_dir, env=slow_build_env(5))
     client = MidmixClient(slow.url, retries=0)
     job_id = client.build(spec("restarted"))["id"]
     wait_until(lambda: client.job(job_id)["step"] not in (None, "starting"))

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 
 from midmix.service.app import create_app
 from midmix.service.settings import ServiceSettings
 from tests.service_fixtures import write_fixture_mixture
+
+pytestmark = pytest.mark.slow  # fuzzes every operation of the OpenAPI schema
 
 # Generating nested mixture specs and curation configs is slow; they get fewer examples.
 EXAMPLES = {"POST": 4}

@@ -13,6 +13,8 @@ from midmix.service.client import MidmixClient
 from midmix.trainer.shard_cache import ShardCache
 from tests.service_fixtures import free_port, start_service, write_fixture_mixture
 
+pytestmark = pytest.mark.slow  # starts processes (services, workers, torchrun, Ray, a browser)
+
 VERSION = "mix-00000000000000cc"
 
 

@@ -21,6 +21,8 @@ from test_trainer_loop import ServedMixture, final_params, free_port, run_config
 from midmix.trainer.checkpoint import list_checkpoints
 from midmix.trainer.train import train
 
+pytestmark = pytest.mark.slow  # starts processes (services, workers, torchrun, Ray, a browser)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

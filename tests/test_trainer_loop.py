@@ -28,6 +28,7 @@ import uvicorn
 from midmix.errors import MidmixError, NotFoundError
 from midmix.hashing import sha256_file
 from midmix.pipelines.curation.schema import SHARD_SCHEMA
+from midmix.resources import SAMPLE_CORPUS
 from midmix.service.app import create_app
 from midmix.service.settings import ServiceSettings
 from midmix.trainer.checkpoint import list_checkpoints
@@ -35,7 +36,9 @@ from midmix.trainer.config import TrainConfig
 from midmix.trainer.metrics import read_metrics
 from midmix.trainer.train import train
 
-CORPUS = Path(__file__).resolve().parents[1] / "data" / "sample-corpus" / "corpus.jsonl.gz"
+pytestmark = pytest.mark.slow  # starts processes (services, workers, torchrun, Ray, a browser)
+
+CORPUS = SAMPLE_CORPUS
 VERSION = "mix-trainertest"
 BYTE_EOS = 256
 

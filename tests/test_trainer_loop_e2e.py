@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from test_trainer_loop import ServedMixture
 
 from midmix.cli import main
 from midmix.pipelines.mixtures.build import materialize_mixture
 from midmix.pipelines.mixtures.spec import parse_spec
+from midmix.resources import SAMPLE_CORPUS
 from midmix.trainer.metrics import read_metrics
 from tests.sample_dataset import write_sample_dataset
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample-corpus" / "corpus.jsonl.gz"
+SAMPLE = SAMPLE_CORPUS
 
 SPEC = {
     "name": "trainer-e2e",

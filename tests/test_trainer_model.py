@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from midmix.errors import MidmixError
+from midmix.lr import LrSegment
 from midmix.trainer.checkpoint import list_checkpoints, load_latest, save_checkpoint
 from midmix.trainer.config import TrainConfig, load_train_config
 from midmix.trainer.model import Decoder, ModelConfig, check_seq_len, rotary_tables
-from midmix.trainer.schedule import LrSegment, PhaseLr, lr_at
+from midmix.trainer.schedule import PhaseLr, lr_at
 
 TINY = ModelConfig(vocab_size=50, d_model=32, n_layers=2, n_heads=4, max_seq_len=32)
 

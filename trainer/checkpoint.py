@@ -11,7 +11,6 @@ checkpoint directory on a filesystem all nodes share.
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 from midmix.errors import MidmixError
-from midmix.publish import fsync_dir
+from midmix.publish import atomic_path
 
 _NAME = re.compile(r"^step-(\d{8})\.pt$")
 
@@ -52,13 +51,8 @@ def save_checkpoint(directory: Path, global_step: int, state: dict[str, Any], ke
     """Write ``state`` atomically as the checkpoint of ``global_step``; keep only the newest ``keep``."""
     directory.mkdir(parents=True, exist_ok=True)
     final = checkpoint_path(directory, global_step)
-    temporary = final.with_suffix(".pt.tmp")
-    with open(temporary, "wb") as handle:
+    with atomic_path(final) as temporary, open(temporary, "wb") as handle:
         torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, final)
-    fsync_dir(directory)
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink()
     return final

@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from midmix.config_files import read_mapping_file, validate_model
 from midmix.errors import MidmixError
+from midmix.lr import LrSegment
 from midmix.trainer.model import ModelConfig
-from midmix.trainer.schedule import LrSegment
 
 
 class ServiceConfig(BaseModel):

@@ -39,6 +39,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from midmix.errors import MidmixError, NotFoundError
+from midmix.publish import atomic_path
 from midmix.trainer.blend import blend_schedule
 from midmix.trainer.packing import pack_windows
 from midmix.trainer.shard_cache import decoded_shard
@@ -282,10 +283,8 @@ class _StreamSegments:
                     fcntl.flock(lock, fcntl.LOCK_EX)
                     if attempt or not path.exists():
                         tokens = self._stream._stream_tokens(self._readers, begin, end)
-                        partial = path.with_name(f"{path.name}.{os.getpid()}.part")
-                        with open(partial, "wb") as handle:
+                        with atomic_path(path) as temporary, open(temporary, "wb") as handle:
                             np.save(handle, tokens)
-                        os.replace(partial, path)
             try:
                 values = np.asarray(np.load(path, mmap_mode="r"))  # a plain view: slicing a np.memmap is slow
             except (OSError, ValueError):

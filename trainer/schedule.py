@@ -16,45 +16,11 @@ constant is ``stable 1``; rewarm + re-decay is a later phase with its own warmup
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from typing import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-DecayShape = Literal["linear", "cosine", "1-sqrt"]
-
-
-class LrSegment(BaseModel):
-    """How one phase spends its steps: warmup, stable and decay fractions summing to 1."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    warmup: float = Field(default=0.0, ge=0, le=1)
-    stable: float = Field(default=1.0, ge=0, le=1)
-    decay: float = Field(default=0.0, ge=0, le=1)
-    shape: DecayShape = "linear"
-    final_lr_ratio: float = Field(default=0.0, ge=0, le=1)
-
-    @model_validator(mode="after")
-    def _fractions_sum_to_one(self) -> "LrSegment":
-        total = self.warmup + self.stable + self.decay
-        if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"lr warmup + stable + decay must sum to 1, got {total:g}")
-        return self
-
-    @classmethod
-    def wsd(cls, warmup: float, decay: float, shape: DecayShape = "linear", final_lr_ratio: float = 0.0) -> "LrSegment":
-        """Warmup-stable-decay with the stable part filling the rest."""
-        return cls(warmup=warmup, stable=1.0 - warmup - decay, decay=decay, shape=shape, final_lr_ratio=final_lr_ratio)
-
-    @classmethod
-    def cosine(cls, warmup: float = 0.0, final_lr_ratio: float = 0.0) -> "LrSegment":
-        """Warmup then one cosine decay over the rest of the phase."""
-        return cls(warmup=warmup, stable=0.0, decay=1.0 - warmup, shape="cosine", final_lr_ratio=final_lr_ratio)
-
-    @classmethod
-    def constant(cls, warmup: float = 0.0) -> "LrSegment":
-        """Warmup then the peak LR to the end of the phase."""
-        return cls(warmup=warmup, stable=1.0 - warmup, decay=0.0)
+from midmix.lr import DecayShape, LrSegment
 
 
 class PhaseLr(BaseModel):

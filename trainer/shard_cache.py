@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from midmix.errors import MidmixError
 from midmix.hashing import sha256_file
+from midmix.publish import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,7 @@ class ShardCache:
         if path.is_file():
             return json.loads(path.read_text())
         manifest = self.client.manifest(self.version)
-        self.root.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".part")
-        partial.write_text(json.dumps(manifest))
-        os.replace(partial, path)
+        atomic_write_text(path, json.dumps(manifest))
         return manifest
 
     def local_path(self, entry: dict) -> Path:
@@ -196,7 +194,7 @@ class ShardCache:
         """(path, bytes, mtime) of every finished file in the cache; other processes may be changing it."""
         found = []
         for path in self.cache_dir.rglob("*"):
-            if path.name == _MANIFEST or path.suffix == ".part":
+            if path.name == _MANIFEST or path.suffix in (".part", ".tmp"):  # downloads and writes in flight
                 continue
             try:
                 status = path.stat()
@@ -266,7 +264,5 @@ def _decode(path: Path, offsets_path: Path, ids_path: Path) -> None:
     offsets = column.offsets.to_numpy().astype(np.int64)
     ids = column.values.to_numpy()[offsets[0] : offsets[-1]]
     for target, array in ((offsets_path, offsets - offsets[0]), (ids_path, ids)):
-        partial = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.part")
-        with open(partial, "wb") as handle:
+        with atomic_path(target) as temporary, open(temporary, "wb") as handle:
             np.save(handle, np.ascontiguousarray(array))
-        os.replace(partial, target)

@@ -32,6 +32,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from midmix.errors import MidmixError, NotFoundError
+from midmix.lr import LrSegment
+from midmix.mixture_manifest import phase_shards
 from midmix.service.client import MidmixClient
 from midmix.trainer.checkpoint import list_checkpoints, load_latest, restore_rng, rng_state, save_checkpoint
 from midmix.trainer.config import TrainConfig
@@ -39,11 +41,11 @@ from midmix.trainer.metrics import MetricsLog
 from midmix.trainer.model import Decoder, check_seq_len
 from midmix.trainer.packing import IGNORE_INDEX, pack_documents
 from midmix.trainer.phase_stream import PhaseStream
-from midmix.trainer.schedule import LrSegment, PhaseLr, lr_at
+from midmix.trainer.schedule import PhaseLr, lr_at
 from midmix.trainer.shard_cache import ShardCache
 
 Event = dict[str, Any]
-ProgressCallback = Callable[[Event], None]
+EventCallback = Callable[[Event], None]
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,7 @@ class _ResolvedShards:
         return self.paths[entry["path"]]
 
 
-def train(config: TrainConfig, progress: ProgressCallback | None = None) -> dict[str, Any]:
+def train(config: TrainConfig, progress: EventCallback | None = None) -> dict[str, Any]:
     """Train on the configured mixture; returns a summary (per-phase loss, eval loss, shares, data wait)."""
     runtime = start_runtime(config.device, config.precision)
     if config.cpu_threads is not None:
@@ -157,7 +159,7 @@ def start_runtime(device: str, precision: str = "auto") -> Runtime:
 class Trainer:
     """One run: every component built from the config in ``__init__``, trained phase by phase in ``run``."""
 
-    def __init__(self, config: TrainConfig, runtime: Runtime, progress: ProgressCallback, stop: "StopOnSigterm"):
+    def __init__(self, config: TrainConfig, runtime: Runtime, progress: EventCallback, stop: "StopOnSigterm"):
         if config.mixture is None:
             raise MidmixError("no mixture version to train on; set `mixture:` in the config or pass --mixture")
         self.config, self.runtime, self.progress, self.stop = config, runtime, progress, stop
@@ -185,7 +187,7 @@ class Trainer:
         """Train the remaining phases; the summary covers the phases trained in this call."""
         if self.runtime.is_main:
             remaining = self.phases[self.position.phase_index :]
-            self.cache.prefetch([shard for phase in remaining for shard in phase_shards(phase)])
+            self.cache.prefetch([shard for phase in remaining for shard in phase_shard_entries(phase)])
         summaries = [self._train_phase(index) for index in range(self.position.phase_index, len(self.phases))]
         self.cache.close()
         wait, step = sum(p["data_wait_s"] for p in summaries), sum(p["step_s"] for p in summaries)
@@ -231,7 +233,7 @@ class Trainer:
         if self.metrics is not None:
             self.metrics.write({"kind": "phase_end", **summary})
         self._save()
-        self.cache.release(phase_shards(phase))  # the next phases' shards may now take their room
+        self.cache.release(phase_shard_entries(phase))  # the next phases' shards may now take their room
         self.progress({"event": "phase_end", **summary})
         return summary
 
@@ -434,14 +436,14 @@ def phase_segment(phase: dict) -> LrSegment:
         ) from error
 
 
-def phase_shards(phase: dict) -> list[dict]:
+def phase_shard_entries(phase: dict) -> list[dict]:
     """A phase's shard entries over all its components."""
-    return [shard for component in phase["components"] for shard in component["shards"]]
+    return [shard for _, shard in phase_shards(phase)]
 
 
 def resolve_shards(cache: ShardCache, phase: dict) -> _ResolvedShards:
     """Download (or find in the cache) every shard of a phase; the stream then only reads local files."""
-    return _ResolvedShards({shard["path"]: cache.local_path(shard) for shard in phase_shards(phase)})
+    return _ResolvedShards({shard["path"]: cache.local_path(shard) for shard in phase_shard_entries(phase)})
 
 
 def _vocab_size(config: TrainConfig, manifest: dict) -> int:

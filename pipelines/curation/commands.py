@@ -47,41 +47,14 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     return config
 
 
-class _Bars:
-    """One tqdm bar per curation stage, fed by ``curate_corpus``'s progress callback."""
-
-    def __init__(self) -> None:
-        from midmix.pipelines.curation.curate import console_stream
-
-        self.stream = console_stream()
-        self.bars: dict[str, Any] = {}
-
-    def __call__(self, step: str, done: int, total: int | None) -> None:
-        from tqdm import tqdm
-
-        bar = self.bars.get(step)
-        if bar is None:
-            bar = self.bars[step] = tqdm(desc=step, total=total, unit="doc", file=self.stream, leave=True)
-        if total is not None and bar.total != total:
-            bar.total = total
-        bar.update(done - bar.n)
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
-        self.stream.close()
-
-
 def run_curate(args: argparse.Namespace) -> int:
     """Curate, then print the version, the counts per step and where the files are."""
     from midmix.pipelines.curation.curate import curate_corpus
+    from midmix.progress import ProgressBars
 
     config = _config_from_args(args)
-    bars = _Bars()
-    try:
+    with ProgressBars() as bars:
         manifest = curate_corpus(config, Path(args.data_dir), progress=bars)
-    finally:
-        bars.close()
     version = manifest["version"]
     if manifest.get("state") == "submitted":
         print(f"submitted {version}; work files in {manifest['work_dir']}")

@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,9 +49,8 @@ from midmix.pipelines.curation.steps.signals import HeuristicSignals
 from midmix.pipelines.curation.steps.tokens import TokenCounter
 from midmix.pipelines.curation.writer import CuratedWriter, IntermediateWriter
 from midmix.pipelines.tokenizer import Tokenizer
+from midmix.progress import ProgressCallback
 from midmix.publish import publishing
-
-ProgressCallback = Callable[[str, int, "int | None"], None]
 
 
 @dataclass
@@ -268,7 +267,7 @@ def _datatrove_logs_to(path: Path) -> Iterator[None]:
     """Send datatrove's console logging to a file: the CLI shows our progress, not task logs.
 
     Worker processes (local pool, forkserver) write to file descriptor 2, so that is redirected
-    too, not only ``sys.stderr``; ``console_stream`` keeps a handle on the real terminal.
+    too, not only ``sys.stderr``; ``midmix.progress.ProgressBars`` keeps a handle on the real terminal.
     """
     from loguru import logger
 
@@ -289,11 +288,6 @@ def _datatrove_logs_to(path: Path) -> Iterator[None]:
             os.close(saved_fd)
             logger.remove()
             logger.add(sys.stderr, level="WARNING")
-
-
-def console_stream() -> Any:
-    """A text stream on the terminal's stderr that survives the log redirection above (for tqdm)."""
-    return os.fdopen(os.dup(2), "w", buffering=1)
 
 
 def curate_corpus(config: CurationConfig, data_dir: Path, progress: ProgressCallback | None = None) -> dict:

@@ -9,7 +9,6 @@ output order whatever the number of tasks (parallelism is across input files). A
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from midmix.errors import MidmixError
+from midmix.hashing import text_id
 from midmix.pipelines.curation.config import FieldMap
 from midmix.pipelines.curation.steps.base import mark_dropped
 
@@ -147,11 +147,6 @@ def read_records(unit: InputUnit) -> Iterator[tuple[int, dict]]:
     return _table_records(unit.url, unit.format)
 
 
-def _text_id(text: str) -> str:
-    """Id of a record without one: a hash of its raw text (lone surrogates allowed)."""
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:20]
-
-
 def _meta_json(value: Any) -> str:
     if value is None:
         return "{}"
@@ -170,7 +165,7 @@ def to_document(record: dict, fields: FieldMap, unit: InputUnit, unit_index: int
         "meta": _meta_json(record.get(fields.meta)),
         UNIT: unit_index,
     }
-    doc_id = str(raw_id) if raw_id not in (None, "") else (_text_id(text) if text else f"{unit.source_name}:{row}")
+    doc_id = str(raw_id) if raw_id not in (None, "") else (text_id(text) if text else f"{unit.source_name}:{row}")
     doc = Document(text=text or "", id=doc_id, metadata=metadata)
     if not (text or "").strip():
         mark_dropped(doc, "read", "empty_text")

@@ -9,8 +9,6 @@ inputs, never on the number of tasks, so reruns produce byte-identical files.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,8 @@ from midmix.pipelines.curation.dedup.minhash import EXACT_HASH, SIGNATURE
 from midmix.pipelines.curation.readers import UNIT
 from midmix.pipelines.curation.schema import CURATED_SCHEMA, DROPPED_SCHEMA
 from midmix.pipelines.curation.steps.base import DROP_REASON, DROP_STEP
+from midmix.progress import ProgressCallback
+from midmix.publish import atomic_path, commit_file, temporary_sibling
 
 INTERMEDIATE_SCHEMA = DROPPED_SCHEMA.append(pa.field(EXACT_HASH, pa.uint64())).append(pa.field(SIGNATURE, pa.binary()))
 DECISIONS_SCHEMA = pa.schema(
@@ -65,16 +65,14 @@ def part_name(unit: int) -> str:
 
 def write_table_atomic(table: pa.Table, path: Path) -> None:
     """Write a Parquet file under a temporary name, then rename: no reader sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(
-        table,
-        tmp,
-        row_group_size=_ROW_GROUP,
-        compression=_COMPRESSION,
-        use_dictionary=[name for name in DICTIONARY_COLUMNS if name in table.column_names],
-    )
-    os.replace(tmp, path)
+    with atomic_path(path) as temporary:
+        pq.write_table(
+            table,
+            temporary,
+            row_group_size=_ROW_GROUP,
+            compression=_COMPRESSION,
+            use_dictionary=[name for name in DICTIONARY_COLUMNS if name in table.column_names],
+        )
 
 
 def _columns(docs: list[Document]) -> pa.Table:
@@ -94,7 +92,7 @@ class _UnitWriter:
 
     def __init__(self, path: Path):
         self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp")
+        self.tmp = temporary_sibling(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.writer = pq.ParquetWriter(
             self.tmp, INTERMEDIATE_SCHEMA, compression=_INTERMEDIATE_COMPRESSION, use_dictionary=DICTIONARY_COLUMNS
@@ -114,7 +112,7 @@ class _UnitWriter:
     def close(self) -> None:
         self.flush()
         self.writer.close()
-        os.replace(self.tmp, self.path)
+        commit_file(self.tmp, self.path)
 
 
 class IntermediateWriter(PipelineStep):
@@ -123,7 +121,7 @@ class IntermediateWriter(PipelineStep):
     name = "intermediate"
     type = "💽 - WRITER"
 
-    def __init__(self, folder: str, n_units: int, progress: Callable[[str, int, int | None], None] | None = None):
+    def __init__(self, folder: str, n_units: int, progress: ProgressCallback | None = None):
         super().__init__()
         self.folder = folder
         self.n_units = n_units
@@ -192,6 +190,7 @@ class _PartWriter:
         self.path = path
         self.schema = schema
         self.writer: pq.ParquetWriter | None = None
+        self.tmp = temporary_sibling(path)
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
@@ -200,7 +199,7 @@ class _PartWriter:
         if self.writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.writer = pq.ParquetWriter(
-                self.path.with_name(f".{self.path.name}.tmp"),
+                self.tmp,
                 self.schema,
                 compression=_COMPRESSION,
                 use_dictionary=DICTIONARY_COLUMNS,
@@ -211,7 +210,7 @@ class _PartWriter:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-            os.replace(self.path.with_name(f".{self.path.name}.tmp"), self.path)
+            commit_file(self.tmp, self.path)
 
 
 def write_unit(intermediate_path: Path, decisions: pa.Table, out_dir: Path, unit: int) -> tuple[int, int]:

@@ -35,7 +35,6 @@ from midmix.pipelines.mixtures.plan import (
 )
 from midmix.pipelines.mixtures.selection import EVAL_TABLE, order_sql, pool_sql, selection_sql
 from midmix.pipelines.mixtures.shards import (
-    ProgressCallback,
     TextReader,
     shard_table,
     take_rows,
@@ -44,6 +43,7 @@ from midmix.pipelines.mixtures.shards import (
 )
 from midmix.pipelines.mixtures.spec import ComponentSpec, MixtureSpec, PhaseSpec, slug
 from midmix.pipelines.tokenizer import Tokenizer
+from midmix.progress import ProgressCallback
 from midmix.publish import publishing, staging_path
 
 BUILD_FORMAT = 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from midmix.cli import add_data_dir_argument
@@ -60,59 +59,27 @@ def plan_command(args: argparse.Namespace) -> int:
     from midmix.pipelines.catalog import Catalog
     from midmix.pipelines.mixtures.plan import plan_mixture
     from midmix.pipelines.mixtures.spec import load_spec
+    from midmix.reports import format_plan
 
     with Catalog(args.data_dir) as catalog:
         plan = plan_mixture(load_spec(args.spec), catalog, strict=False)
     if args.json:
         print(json.dumps(plan.model_dump(), indent=2))
     else:
-        print(format_plan(plan))
+        print(format_plan(plan.model_dump()))
     if plan.problems:
         raise MidmixError("; ".join(plan.problems))
     return 0
 
 
-def format_plan(plan) -> str:
-    """The plan as one table per phase."""
-    lines = [f"mixture {plan.name}  tokenizer {plan.tokenizer['kind']} (vocab {plan.tokenizer['vocab_size']})"
-             f"  datasets {', '.join(plan.datasets)}" + ("" if plan.tokens_exact else "  [token counts approximate]")]
-    header = f"  {'component':<16}{'weight':>8}{'docs':>9}{'avail tok':>13}{'request tok':>13}{'epochs':>8}{'cap':>6}  thresholds / problem"
-    for phase in plan.phases:
-        lines.append(f"phase {phase.index} '{phase.name}': budget {phase.token_budget:,} tokens, seq_len {phase.seq_len}, "
-                     f"rope_theta {phase.rope_theta:g}, general share {phase.reserved_general_ratio:g}")
-        lines.append(header)
-        for c in phase.components:
-            note = c.problem or ", ".join(f"{k} >= {v:.4g}" for k, v in c.thresholds.items())
-            epochs = "inf" if c.epochs < 0 else f"{c.epochs:.2f}"
-            lines.append(f"  {c.name:<16}{c.weight:>8.4f}{c.available_docs:>9,}{c.available_tokens:>13,}"
-                         f"{c.requested_tokens:>13,}{epochs:>8}{c.max_epochs:>6g}  {note}")
-    if plan.eval:
-        held = ", ".join(f"{domain} {e.docs} docs" for domain, e in plan.eval.items())
-        lines.append(f"eval (held out): {held}")
-    return "\n".join(lines)  # fmt: skip
-
-
 def build_command(args: argparse.Namespace) -> int:
     """Build with progress bars; print the version and per-phase figures."""
-    from tqdm import tqdm
-
     from midmix.pipelines.mixtures.build import materialize_mixture
     from midmix.pipelines.mixtures.spec import load_spec
+    from midmix.progress import ProgressBars
 
-    bar: tqdm | None = None
-
-    def progress(step: str, done: int, total: int | None) -> None:
-        nonlocal bar
-        if bar is None or bar.desc != step:
-            if bar is not None:
-                bar.close()
-            bar = tqdm(desc=step, total=total, unit="doc", file=sys.stderr, leave=False)
-        bar.total = total
-        bar.update(done - bar.n)
-
-    manifest = materialize_mixture(load_spec(args.spec), args.data_dir, progress)
-    if bar is not None:
-        bar.close()
+    with ProgressBars() as bars:
+        manifest = materialize_mixture(load_spec(args.spec), args.data_dir, bars)
     print(f"mixture {manifest['version']} ({manifest['name']}) in {args.data_dir / 'mixtures' / manifest['version']}")
     for phase in manifest["phases"]:
         parts = ", ".join(f"{c['name']} {c['realized_tokens']:,} ({c['epochs']:.2f} ep)" for c in phase["components"])

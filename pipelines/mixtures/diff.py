@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from midmix.errors import NotFoundError
 
-DATA_DIR_ENV = "MIDMIX_DATA_DIR"
 
-
-def diff_mixtures(a: dict, b: dict, data_dir: Path | str | None = None) -> dict:
+def diff_mixtures(a: dict, b: dict, data_dir: Path) -> dict:
     """Token changes and doc ids added/removed per (phase, component) from manifest ``a`` to ``b``.
 
-    Doc ids are read from the shards' ``doc_id`` column under ``data_dir`` (default: env
-    MIDMIX_DATA_DIR, else ./midmix-data); ``Catalog.diff`` passes its own.
+    Doc ids are read from the shards' ``doc_id`` column of both versions under ``data_dir``.
     """
-    root = Path(data_dir or os.environ.get(DATA_DIR_ENV) or "midmix-data")
+    root = Path(data_dir)
     phases_a, phases_b = _by_name(a["phases"]), _by_name(b["phases"])
     phases = []
     for name in list(phases_a) + [n for n in phases_b if n not in phases_a]:

@@ -7,9 +7,6 @@ bytes; shards are named ``<stem>-NNNNN.parquet`` with row groups of ``SHARD_ROW_
 from __future__ import annotations
 
 import json
-import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +18,7 @@ from midmix.hashing import sha256_file
 from midmix.pipelines.curation.schema import SHARD_ROW_GROUP_ROWS, SHARD_SCHEMA
 from midmix.pipelines.mixtures.encode import encode_arrow
 from midmix.pipelines.tokenizer import Tokenizer
-
-ProgressCallback = Callable[[str, int, int | None], None]
+from midmix.progress import ProgressCallback
 
 SHARD_MAX_ROWS = 32 * SHARD_ROW_GROUP_ROWS
 PARQUET_OPTIONS = {
@@ -34,8 +30,6 @@ PARQUET_OPTIONS = {
     "version": "2.6",
     "data_page_version": "1.0",
 }
-TEST_SLOW_ENV = "MIDMIX_TEST_SLOW_BUILD"
-"""Test-only: seconds to sleep after each shard, so a crash test can kill a build mid-way."""
 
 
 class TextReader:
@@ -104,7 +98,6 @@ def write_shards(table: pa.Table, staging: Path, stem: str, step: str, report: P
             "rows": part.num_rows, "tokens": int(pc.sum(part.column("n_tokens")).as_py() or 0),
         })  # fmt: skip
         report(step, begin + part.num_rows, table.num_rows)
-        _test_pause()
     return shards
 
 
@@ -112,8 +105,3 @@ def write_json(path: Path, value: dict) -> None:
     """Deterministic JSON (sorted keys) for spec.json and manifest.json."""
     path.write_text(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 
-
-def _test_pause() -> None:
-    seconds = float(os.environ.get(TEST_SLOW_ENV) or 0)
-    if seconds > 0:
-        time.sleep(seconds)

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from midmix.config_files import read_mapping_file, validate_model
+from midmix.lr import LrSegment
 from midmix.pipelines.curation.schema import SIGNAL_COLUMNS
 from midmix.pipelines.tokenizer import TokenizerSpec
 
@@ -137,23 +138,6 @@ class CurriculumSpec(_Strict):
         return None if key in (None, "none") else check_numeric_column(key)
 
 
-class LRSegment(_Strict):
-    """The phase's learning-rate segment, carried to the trainer (warmup-stable-decay)."""
-
-    warmup: float = Field(default=0.0, ge=0, le=1)
-    stable: float = Field(default=1.0, ge=0, le=1)
-    decay: float = Field(default=0.0, ge=0, le=1)
-    shape: Literal["linear", "cosine", "1-sqrt"] = "linear"
-    final_lr_ratio: float = Field(default=0.1, ge=0, le=1)
-
-    @model_validator(mode="after")
-    def _fractions_sum_to_one(self) -> LRSegment:
-        total = self.warmup + self.stable + self.decay
-        if abs(total - 1) > WEIGHT_TOLERANCE:
-            raise ValueError(f"lr warmup + stable + decay must be 1, got {total:g}")
-        return self
-
-
 class EvalSplitSpec(_Strict):
     """Held-out documents per domain (a fraction or a count), never in training shards.
 
@@ -182,7 +166,7 @@ class PhaseSpec(_Strict):
     curriculum: CurriculumSpec = CurriculumSpec()
     seq_len: int = Field(default=512, gt=0)
     rope_theta: float = Field(default=10000.0, gt=0)
-    lr: LRSegment = LRSegment()
+    lr: LrSegment = LrSegment()
 
     @model_validator(mode="after")
     def _unique_component_names(self) -> PhaseSpec:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from midmix.errors import NotFoundError
+from midmix.publish import atomic_write_text
 from midmix.service.jobs.record import ACTIVE_STATES, Job, JobKind
 
 
@@ -88,6 +88,4 @@ class JobStore:
 
     def _write(self, job: Job) -> None:
         path = self._path(job.id)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(job.model_dump(mode="json"), indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(job.model_dump(mode="json"), indent=1))

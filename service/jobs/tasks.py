@@ -6,16 +6,14 @@ decide whether two requests are the same job.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from midmix.errors import MidmixError
+from midmix.errors import MidmixError, validation_problems
 from midmix.hashing import sha256_json
+from midmix.progress import ProgressCallback
 from midmix.service.jobs.record import JobKind
-
-ProgressCallback = Callable[[str, int, "int | None"], None]
 
 
 class InvalidRequestError(MidmixError):
@@ -40,16 +38,7 @@ def validate_request(kind: JobKind, body: object) -> BaseModel:
     try:
         return request_model(kind).model_validate(body)
     except ValidationError as error:
-        raise InvalidRequestError(describe_validation_error(error)) from None
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """One line per problem, each naming its field path, e.g. ``phases.0.weight: ...``."""
-    problems = []
-    for item in error.errors():
-        field = ".".join(str(part) for part in item["loc"]) or "body"
-        problems.append(f"{field}: {item['msg']}")
-    return "invalid request: " + "; ".join(problems)
+        raise InvalidRequestError("invalid request: " + validation_problems(error.errors(), "body")) from None
 
 
 def job_key(kind: JobKind, request: BaseModel) -> str:

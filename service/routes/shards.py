@@ -7,6 +7,7 @@ from pathlib import PurePosixPath
 from fastapi import APIRouter, Depends, Request, Response
 
 from midmix.errors import NotFoundError
+from midmix.mixture_manifest import find_phase, phase_shards
 from midmix.service import dependencies
 from midmix.service.auth import require_read
 from midmix.service.files import file_response
@@ -24,17 +25,12 @@ _BYTES = {
 }
 
 
-def phase_shards(manifest: dict, version: str, phase: str) -> list[ShardEntry]:
+def shard_entries(manifest: dict, phase: str) -> list[ShardEntry]:
     """The shards of ``phase`` in training order, flattened across its components."""
-    for entry in manifest.get("phases") or []:
-        if entry["name"] == phase:
-            return [
-                ShardEntry(name=PurePosixPath(shard["path"]).name, component=component["name"], **shard)
-                for component in entry.get("components") or []
-                for shard in component.get("shards") or []
-            ]
-    names = ", ".join(entry["name"] for entry in manifest.get("phases") or [])
-    raise NotFoundError(f"mixture {version} has no phase {phase!r}; its phases are: {names}")
+    return [
+        ShardEntry(name=PurePosixPath(shard["path"]).name, component=component, **shard)
+        for component, shard in phase_shards(find_phase(manifest, phase))
+    ]
 
 
 @router.get("/phases/{phase}/shards")
@@ -42,7 +38,7 @@ async def list_shards(
     version: str, phase: str, versions: VersionStore = Depends(dependencies.versions)
 ) -> list[ShardEntry]:
     """Each shard of a phase with path, sha256, bytes, rows, tokens and component."""
-    return phase_shards(versions.manifest("mixtures", version).data, version, phase)
+    return shard_entries(versions.manifest("mixtures", version).data, phase)
 
 
 @router.get("/phases/{phase}/shards/{name}", response_class=Response, responses=_BYTES)
@@ -60,7 +56,7 @@ async def shard(
     if relative in versions.manifest("mixtures", version).files:
         served = versions.servable_file(version, relative)
         return file_response(request, served, _PARQUET, redirect=settings.shard_store_mode == "redirect")
-    phase_shards(versions.manifest("mixtures", version).data, version, phase)  # names the phases if unknown
+    shard_entries(versions.manifest("mixtures", version).data, phase)  # names the phases if unknown
     raise NotFoundError(f"phase {phase!r} of mixture {version} has no shard {name!r}; list them with GET .../shards")
 
 

@@ -7,8 +7,6 @@ of pairs at a time. Decisions are written per unit, so each write task reads onl
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -26,6 +24,7 @@ from midmix.pipelines.curation.writer import (
     unit_file,
     write_table_atomic,
 )
+from midmix.progress import ProgressCallback
 
 _COLUMNS = ["id", DROP_STEP, "quality_score", EXACT_HASH, SIGNATURE]
 _BATCH_ROWS = 4096
@@ -55,7 +54,7 @@ class DedupClusters(PipelineStep):
         n_units: int,
         config: DedupConfig,
         inputs: list[str],
-        progress: Callable[[str, int, int | None], None] | None = None,
+        progress: ProgressCallback | None = None,
     ):
         super().__init__()
         self.intermediate_dir = intermediate_dir
