@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tomllib
 import venv
 import zipfile
@@ -79,7 +78,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> InstalledWheel:
         ).stdout.strip()
     )  # fmt: skip
     # Third-party packages from the test environment, after the fresh site-packages on sys.path.
-    (site_packages / "borrowed-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    borrowed = [path for path in sys.path if Path(path).name == "site-packages"]
+    (site_packages / "borrowed-dependencies.pth").write_text("\n".join(borrowed) + "\n")
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
         check=True, capture_output=True,
