@@ -65,8 +65,8 @@ def test_step_counts_add_up(curated) -> None:
     assert [step["name"] for step in manifest["steps"]] == [
         "read",
         "normalize",
-        "decontam",
         "language",
+        "decontam",
         "heuristics",
         "quality",
         "dedup",

@@ -88,3 +88,22 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path: Path, capsys) -> None:
     assert "\n" not in err and not (tmp_path / "data").exists()
     assert main(["curate", "--out", str(tmp_path / "data")]) == 2
     assert "give at least one INPUT or a --config" in capsys.readouterr().err
+
+
+def test_unknown_language_code_in_thresholds_names_file_field_and_fix(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("inputs: [a.jsonl]\nheuristics:\n  by_language:\n    jp: {words_per_english_word: 2.0}\n")
+    with pytest.raises(MidmixError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"invalid curation config in {path}: heuristics.by_language: ")
+    assert "unknown language code 'jp' (did you mean 'ja'?): use an ISO 639-1 code" in message
+
+
+def test_language_entries_replace_only_their_own_builtin_rules() -> None:
+    config = parse_config({"inputs": ["a.jsonl"], "heuristics": {"by_language": {"ru": {"stopwords": None}}}})
+    assert config.heuristics.by_language["ru"].stopwords is None
+    assert config.heuristics.by_language["ru"].words_per_english_word == 1.0
+    assert config.heuristics.by_language["ja"].word_length is None  # built-in rules kept
+    assert config.heuristics.by_language["en"].stopwords == ["the", "be", "to", "of", "and", "that", "have", "with"]

@@ -19,9 +19,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from midmix.config_files import read_mapping_file, validate_model
+from midmix.pipelines.curation.languages import (
+    ISO_639_1,
+    NO_LANGUAGE,
+    UNSPACED_WORDS_PER_ENGLISH_WORD,
+    default_language_rules,
+    script_of_words,
+    unknown_language_message,
+)
 from midmix.pipelines.tokenizer import TokenizerSpec
 from midmix.resources import HUMANEVAL
 
@@ -77,9 +85,12 @@ class HeuristicThresholds(_Strict):
     max_mean_word_length: float | None = 12.0
     max_symbol_ratio: float | None = 0.1
     min_alpha_word_ratio: float | None = 0.6
-    min_stopword_ratio: float | None = Field(0.02, description="applied to English documents only")
+    min_stopword_ratio: float | None = Field(0.02, description="applied where the language has a stopword list")
     max_bullet_line_ratio: float | None = 0.9
     max_ellipsis_line_ratio: float | None = 0.3
+    min_ellipsis_lines: int = Field(
+        2, ge=1, description="the ellipsis rule needs this many lines ending in one: a single one is style, not truncation"
+    )
     max_duplicate_line_ratio: float | None = 0.3
     max_top_2gram_ratio: float | None = 0.2
     max_non_ascii_ratio: float | None = None
@@ -102,16 +113,73 @@ def _structured_thresholds() -> dict[str, HeuristicThresholds]:
     return {"code": lenient, "math": lenient.model_copy()}
 
 
+class LanguageRules(_Strict):
+    """How one language's text maps onto the English-calibrated thresholds (see ``languages.py``).
+
+    Word counts are divided by ``words_per_english_word`` and word-length limits multiplied by
+    ``word_length`` before comparing, so the thresholds keep their English meaning.
+    """
+
+    words_per_english_word: float = Field(1.0, gt=0.0, description="segmented units per English word")
+    word_length: float | None = Field(
+        1.0, gt=0.0, description="mean word length relative to English; null: no-space script, length rules off"
+    )
+    stopwords: list[str] | None = Field(None, description="frequent function words; null: stopword rule off")
+
+    @field_validator("stopwords")
+    @classmethod
+    def _stopwords_not_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not any(word.strip() for word in value):
+            raise ValueError("give at least one stopword, or null to switch the stopword rule off")
+        return value
+
+    @property
+    def stopword_script(self) -> int:
+        """The script the stopword list is written in; the rule applies to documents in it only."""
+        return script_of_words(self.stopwords or [])
+
+
+SPACED_RULES = LanguageRules()
+UNSPACED_RULES = LanguageRules(words_per_english_word=UNSPACED_WORDS_PER_ENGLISH_WORD, word_length=None)
+
+
+def _builtin_language_rules() -> dict[str, LanguageRules]:
+    return {code: LanguageRules(**rules) for code, rules in default_language_rules().items()}
+
+
 class HeuristicsConfig(_Strict):
-    """Thresholds per domain (``by_domain``) with ``default`` for every other domain."""
+    """Thresholds per domain (``by_domain``, ``default`` for every other domain) and rules per language.
+
+    ``by_language`` entries replace the built-in rules of their language; other languages keep theirs.
+    """
 
     enabled: bool = True
     default: HeuristicThresholds = Field(default_factory=HeuristicThresholds)
     by_domain: dict[str, HeuristicThresholds] = Field(default_factory=_structured_thresholds)
+    by_language: dict[str, LanguageRules] = Field(default_factory=_builtin_language_rules)
+
+    @field_validator("by_language")
+    @classmethod
+    def _known_languages_over_builtins(cls, value: dict[str, LanguageRules]) -> dict[str, LanguageRules]:
+        for code in value:
+            if code not in ISO_639_1 and code != NO_LANGUAGE:
+                raise ValueError(unknown_language_message(code))
+        return {**_builtin_language_rules(), **value}
 
     def for_domain(self, domain: str) -> HeuristicThresholds:
         """The thresholds that apply to documents tagged ``domain``."""
         return self.by_domain.get(domain, self.default)
+
+    def for_language(self, lang: str | None, unspaced: bool) -> LanguageRules:
+        """Rules for a document tagged ``lang``; ``unspaced``: its text is mostly in a no-space script.
+
+        The script wins over the tag: no-space text keeps no word-length rule even when the
+        language-ID model names a spaced language.
+        """
+        rules = self.by_language.get(lang or "")
+        if unspaced and (rules is None or rules.word_length is not None):
+            return UNSPACED_RULES
+        return rules or SPACED_RULES
 
 
 class QualityConfig(_Strict):

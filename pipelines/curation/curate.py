@@ -2,7 +2,7 @@
 
 Curation runs as four datatrove stages on the configured executor (local, Ray or Slurm):
 
-1. per input unit, in parallel: read, normalise, signals, decontaminate, language, domain,
+1. per input unit, in parallel: read, normalise, language, signals, decontaminate, domain,
    heuristic filter, quality, tokens, dedup signature -> ``intermediate/unit-*.parquet``;
 2. one task: global exact + MinHash clustering -> ``dedup/decisions-<unit>.parquet``;
 3. per unit, in parallel: apply decisions -> ``out/data`` and ``out/dropped`` parts;
@@ -156,15 +156,17 @@ def stage_one_pipeline(
 ) -> list[PipelineStep]:
     """Read and annotate: every step marks drops instead of removing documents."""
     config, size = plan.config, plan.config.batch_size
-    steps: list[PipelineStep] = [CorpusReader(plan.units, config.fields), NormalizeText(size), HeuristicSignals(size)]
+    steps: list[PipelineStep] = [
+        CorpusReader(plan.units, config.fields),
+        NormalizeText(size),
+        LanguageTagger(plan.lang_model, config.language.keep, config.language.max_chars, size),
+        HeuristicSignals(config.heuristics, size),
+    ]
     if config.decontam.enabled:
         steps.append(
             Decontaminate(config.decontam.eval_files, config.decontam.ngram, config.decontam.overlap_threshold, size)
         )
-    steps += [
-        LanguageTagger(plan.lang_model, config.language.keep, config.language.max_chars, size),
-        DomainTagger(plan.domain_model, config.domain.labels, config.domain.max_chars, size),
-    ]
+    steps.append(DomainTagger(plan.domain_model, config.domain.labels, config.domain.max_chars, size))
     if config.heuristics.enabled:
         steps.append(HeuristicFilter(config.heuristics, size))
     steps += [
@@ -178,9 +180,8 @@ def stage_one_pipeline(
 
 def step_names(config: CurationConfig) -> list[str]:
     """Names of the steps that may drop documents, in pipeline order (the manifest's ``steps``)."""
-    names = ["read", "normalize"]
+    names = ["read", "normalize", "language"]
     names += ["decontam"] if config.decontam.enabled else []
-    names += ["language"]
     names += ["heuristics"] if config.heuristics.enabled else []
     return names + ["quality", "dedup"]
 

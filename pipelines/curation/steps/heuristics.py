@@ -1,15 +1,20 @@
 """Heuristic filter: apply the per-domain thresholds of ``HeuristicsConfig`` to the signals.
 
-It runs after domain tagging so code and math are judged by their own limits, not prose rules.
-The stopword rule only applies to English, the only language the Gopher stopword list covers.
+It runs after domain tagging so code and math are judged by their own limits, not prose rules,
+and reads each document's language rules so thresholds keep their English meaning in every
+language: word counts are taken in English-word equivalents, word-length limits scale with the
+language's typical word length (and are off for no-space scripts, where a word is a character),
+and the stopword rule applies where the signal exists (a list for the language, in its script).
 """
 
 from __future__ import annotations
 
 from datatrove.data import Document
 
-from midmix.pipelines.curation.config import HeuristicsConfig, HeuristicThresholds
+from midmix.pipelines.curation.config import HeuristicsConfig, HeuristicThresholds, LanguageRules
+from midmix.pipelines.curation.languages import NO_SPACE_SCRIPTS
 from midmix.pipelines.curation.steps.base import BatchStep
+from midmix.pipelines.curation.steps.signals import ELLIPSIS_LINES, SCRIPT
 
 # (threshold field, signal, True when the signal must be >= the threshold)
 _RULES: tuple[tuple[str, str, bool], ...] = (
@@ -28,14 +33,26 @@ _RULES: tuple[tuple[str, str, bool], ...] = (
 )
 
 
-def failed_rule(signals: dict, thresholds: HeuristicThresholds, lang: str | None) -> str | None:
+def _scaled_limit(field: str, limit: float, rules: LanguageRules) -> float | None:
+    """The threshold in the language's own units; None when the rule means nothing there."""
+    if field.endswith("_words"):
+        return limit * rules.words_per_english_word
+    if field.endswith("mean_word_length"):
+        return None if rules.word_length is None else limit * rules.word_length
+    return limit
+
+
+def failed_rule(signals: dict, thresholds: HeuristicThresholds, rules: LanguageRules) -> str | None:
     """The first threshold a document breaks (its drop reason), or None."""
     for field, signal, is_min in _RULES:
         limit = getattr(thresholds, field)
-        if limit is None or (field == "min_stopword_ratio" and lang != "en"):
+        value = signals.get(signal)
+        if limit is None or value is None:
             continue
-        value = signals[signal]
-        if (value < limit) if is_min else (value > limit):
+        if field == "max_ellipsis_line_ratio" and signals.get(ELLIPSIS_LINES, 0) < thresholds.min_ellipsis_lines:
+            continue
+        limit = _scaled_limit(field, limit, rules)
+        if limit is not None and ((value < limit) if is_min else (value > limit)):
             return field
     return None
 
@@ -52,5 +69,7 @@ class HeuristicFilter(BatchStep):
     def process_batch(self, docs: list[Document]) -> None:
         for doc in docs:
             thresholds = self.config.for_domain(doc.metadata.get("domain", ""))
-            if reason := failed_rule(doc.metadata, thresholds, doc.metadata.get("lang")):
+            unspaced = doc.metadata.get(SCRIPT) in NO_SPACE_SCRIPTS
+            rules = self.config.for_language(doc.metadata.get("lang"), unspaced)
+            if reason := failed_rule(doc.metadata, thresholds, rules):
                 self.drop(doc, reason)

@@ -1,28 +1,76 @@
 """Vectorised word splitting and hashing for a batch of texts (no per-word Python loops).
 
-datatrove splits words with spaCy (140-220 docs/CPU-s); here a batch is one lowercased UTF-8
-byte array, words are runs of ASCII letters, digits, ``_`` or non-ASCII bytes, and each word
-is hashed by a polynomial over its bytes computed with prefix sums. Signals, decontamination
-and MinHash all read the same word hashes.
+datatrove splits words with spaCy (140-220 docs/CPU-s) and FineWeb-2 with a tokenizer per
+language; here a batch is one lowercased array of Unicode code points and one lookup table says
+what each code point is, so every script is handled in the same numpy passes:
+
+- letters, marks, digits and ``_`` form words; whitespace, punctuation and symbols separate them;
+- scripts written without spaces between words (Han, kana, Thai, Lao, Khmer, Myanmar, Tibetan)
+  make one word per character (a base character with its combining marks), the usual fallback
+  when no segmenter is at hand; Hangul is written with spaces and keeps its words;
+- lengths count characters (code points), never UTF-8 bytes, so a Cyrillic word is as long as
+  the same Latin one.
+
+Each word is hashed by a polynomial over its code points computed with prefix sums. Signals,
+decontamination and MinHash all read the same word hashes.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+
+from midmix.pipelines.curation.languages import script_table
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _BASE = np.uint64(0x100000001B3)  # odd, so it has an inverse modulo 2**64
 _BASE_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
 
-_WORD_BYTE = np.zeros(256, dtype=bool)
-for _low, _high in ((ord("a"), ord("z")), (ord("A"), ord("Z")), (ord("0"), ord("9")), (0x80, 0xFF)):
-    _WORD_BYTE[_low : _high + 1] = True
-_WORD_BYTE[ord("_")] = True
-_LETTER_BYTE = _WORD_BYTE.copy()
-_LETTER_BYTE[ord("0") : ord("9") + 1] = False
-_LETTER_BYTE[ord("_")] = False
+WORD, SINGLE, MARK, LETTER = 1, 2, 4, 8
+# Blocks of scripts written without spaces between words: each character is a word.
+_SINGLE_BLOCKS = (
+    (0x0E00, 0x0EFF),  # Thai, Lao
+    (0x0F00, 0x0FFF),  # Tibetan
+    (0x1000, 0x109F),  # Myanmar
+    (0x1780, 0x17FF),  # Khmer
+    (0x1980, 0x1AAF),  # New Tai Lue, Khmer symbols, Buginese, Tai Tham
+    (0x2E80, 0x2FDF),  # CJK radicals, Kangxi radicals
+    (0x3005, 0x3007),  # iteration mark, closing mark, ideographic zero
+    (0x3040, 0x31FF),  # Hiragana, Katakana, Bopomofo, Kanbun, Katakana extensions
+    (0x3400, 0x4DBF),  # CJK extension A
+    (0x4E00, 0x9FFF),  # CJK unified ideographs
+    (0xA9E0, 0xA9FF),  # Myanmar extended B
+    (0xAA60, 0xAA7F),  # Myanmar extended A
+    (0xF900, 0xFAFF),  # CJK compatibility ideographs
+    (0xFF66, 0xFF9F),  # halfwidth Katakana
+    (0x1B000, 0x1B16F),  # Kana supplement and extended
+    (0x20000, 0x3FFFF),  # CJK extensions B-H (planes 2 and 3)
+)
+_CLASSIFIED_PLANES = 0x20000  # categories read from unicodedata; planes 2-3 are ideographs, 4+ separators
+
+
+@lru_cache(maxsize=1)
+def char_table() -> np.ndarray:
+    """Flags (WORD, SINGLE, MARK, LETTER) per code point; built once per process (~30 ms)."""
+    table = np.zeros(0x110000, dtype=np.uint8)
+    for code in range(_CLASSIFIED_PLANES):
+        major = unicodedata.category(chr(code))[0]
+        if major == "L":
+            table[code] = WORD | LETTER
+        elif major == "N":
+            table[code] = WORD
+        elif major == "M":
+            table[code] = WORD | MARK
+    table[ord("_")] = WORD
+    for low, high in _SINGLE_BLOCKS:
+        span = table[low : high + 1]
+        if low >= _CLASSIFIED_PLANES:
+            span[:] = WORD | LETTER
+        span[(span & WORD) > 0] |= SINGLE
+    return table
 
 
 class _Powers:
@@ -56,8 +104,9 @@ class WordBatch:
     """Words of a batch of texts, flattened; doc ``i`` owns words ``offsets[i]:offsets[i+1]``."""
 
     hashes: np.ndarray  # uint64 per word
-    lengths: np.ndarray  # int64 bytes per word
+    lengths: np.ndarray  # int64 characters per word
     has_letter: np.ndarray  # bool per word
+    scripts: np.ndarray  # uint8 script id (``languages``) of each word's first character
     offsets: np.ndarray  # int64, len n_docs + 1
 
     def doc_hashes(self, index: int) -> np.ndarray:
@@ -65,24 +114,40 @@ class WordBatch:
         return self.hashes[self.offsets[index] : self.offsets[index + 1]]
 
 
+def _code_points(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Lowercased texts as one uint32 array joined by NUL (one more at the end), and doc starts."""
+    parts = [text.lower() for text in texts]
+    blob = ("\x00".join(parts) + "\x00").encode("utf-32-le", "replace")
+    doc_starts = np.cumsum([0] + [len(part) + 1 for part in parts], dtype=np.int64)
+    return np.frombuffer(blob, dtype="<u4"), doc_starts
+
+
 def split_words(texts: list[str]) -> WordBatch:
-    """Split and hash the words of every text in one pass over a concatenated byte array."""
-    parts = [text.lower().encode("utf-8", "replace") for text in texts]
-    blob = np.frombuffer(b"\x00".join(parts) + b"\x00", dtype=np.uint8)
-    is_word = _WORD_BYTE[blob]
-    edges = np.diff(is_word.view(np.int8), prepend=np.int8(0))
-    starts = np.flatnonzero(edges == 1)
-    ends = np.flatnonzero(edges == -1)  # exclusive; the trailing NUL closes the last word
-    forward, inverse = _POWERS.upto(len(blob))
-    prefix = np.cumsum(blob.astype(np.uint64) * inverse, dtype=np.uint64)
+    """Split and hash the words of every text in one pass over a concatenated code-point array."""
+    points, doc_starts = _code_points(texts)
+    flags = char_table()[points]
+    word = (flags & WORD) > 0
+    single = (flags & SINGLE) > 0
+    mark = (flags & MARK) > 0
+    before_word = np.concatenate([[False], word[:-1]])
+    before_single = np.concatenate([[False], single[:-1]])
+    # A word starts after a separator, and at every non-mark character next to a no-space script.
+    starts_here = word & (~before_word | ((single | before_single) & ~mark))
+    ends_here = word & np.concatenate([~word[1:] | starts_here[1:], [True]])
+    starts = np.flatnonzero(starts_here)
+    ends = np.flatnonzero(ends_here) + 1  # exclusive; the trailing NUL closes the last word
+    forward, inverse = _POWERS.upto(len(points))
+    prefix = np.cumsum(points.astype(np.uint64) * inverse, dtype=np.uint64)
     before = np.where(starts > 0, prefix[np.maximum(starts - 1, 0)], np.uint64(0))
     hashes = mix64((prefix[ends - 1] - before) * forward[ends - 1])
-    letters = np.cumsum(_LETTER_BYTE[blob], dtype=np.int32)
+    letters = np.cumsum((flags & LETTER) > 0, dtype=np.int32)
     letter_before = np.where(starts > 0, letters[np.maximum(starts - 1, 0)], 0)
-    doc_starts = np.cumsum([0] + [len(part) + 1 for part in parts], dtype=np.int64)
-    offsets = np.searchsorted(starts, doc_starts)
     return WordBatch(
-        hashes=hashes, lengths=ends - starts, has_letter=letters[ends - 1] > letter_before, offsets=offsets
+        hashes=hashes,
+        lengths=ends - starts,
+        has_letter=letters[ends - 1] > letter_before,
+        scripts=script_table()[points[starts]],
+        offsets=np.searchsorted(starts, doc_starts),
     )
 
 
