@@ -21,7 +21,8 @@ def test_defaults_cover_the_issue() -> None:
         5,
         0.8,
     )
-    assert config.decontam.ngram == 13 and config.decontam.eval_files[0].endswith("humaneval.jsonl.gz")
+    assert config.decontam.ngram == 6 and config.decontam.eval_files[0].path.endswith("humaneval.jsonl.gz")
+    assert config.decontam.eval_files[0].fields == ["text"]
     assert config.heuristics.for_domain("code").min_alpha_word_ratio is None
     assert config.heuristics.for_domain("web").min_alpha_word_ratio == 0.6
 

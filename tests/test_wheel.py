@@ -133,7 +133,8 @@ def test_default_curation_runs_from_the_installed_wheel_outside_the_checkout(
     manifest = json.loads(manifest_path.read_text())
     assert manifest["counts"]["docs"] > 0
     # HumanEval for decontamination and the corpus the default models train on both came from the wheel.
-    assert all(Path(path).is_relative_to(installed.site_packages) for path in manifest["config"]["decontam"]["eval_files"])
+    eval_paths = [entry["path"] for entry in manifest["config"]["decontam"]["eval_files"]]
+    assert all(Path(path).is_relative_to(installed.site_packages) for path in eval_paths)
 
 
 def test_import_boundaries_hold_in_the_installed_package(installed: InstalledWheel, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ A config file (YAML or JSON) lists only what differs from the defaults, for exam
     quality: {classifiers: {fasttext_hq: default, edu: /models/edu.bin}, min_score: 0.3}
     heuristics: {by_domain: {code: {min_words: 3, max_duplicate_line_ratio: 0.7}}}
     dedup: {num_bands: 20, rows_per_band: 5, jaccard_threshold: 0.8}
-    decontam: {eval_files: [evals/humaneval.jsonl.gz, evals/gsm8k.jsonl], ngram: 13}
+    decontam: {eval_files: [evals/humaneval.jsonl.gz, {path: evals/gsm8k.jsonl, fields: [question, answer]}]}
 """
 
 from __future__ import annotations
@@ -222,13 +222,41 @@ class DedupConfig(_Strict):
     jaccard_threshold: float = Field(0.8, gt=0.0, le=1.0)
 
 
+class EvalSet(_Strict):
+    """One eval set: a file and the fields of each item to look for (each field on its own)."""
+
+    path: str
+    name: str | None = Field(None, description="drop reason decontam:<name>; default: the file's stem")
+    fields: list[str] = Field(default_factory=lambda: ["text"], min_length=1)
+
+
 class DecontamConfig(_Strict):
-    """Drop documents that contain an eval item: share >= ``overlap_threshold`` of its word n-grams."""
+    """Drop documents holding a run of an eval item's word n-grams (``decontam.py`` says how)."""
 
     enabled: bool = True
-    eval_files: list[str] = Field(default_factory=lambda: [str(BUNDLED_EVAL)])
-    ngram: int = Field(13, ge=1)
-    overlap_threshold: float = Field(0.5, gt=0.0, le=1.0)
+    eval_files: list[EvalSet] = Field(
+        default_factory=lambda: [EvalSet(path=str(BUNDLED_EVAL))],
+        description="eval sets; a plain path means the item text is in field 'text'",
+    )
+    ngram: int = Field(6, ge=1)
+    min_run_ngrams: int = Field(12, ge=1, description="a run of this many of an item's n-grams contaminates")
+    overlap_threshold: float = Field(
+        0.5, gt=0.0, le=1.0, description="for short items: a run holding this share of the item's n-grams"
+    )
+    max_gap: int | None = Field(None, ge=1, description="n-gram positions a run may skip; default 3 x ngram")
+    max_items_per_ngram: int = Field(10, ge=1, description="n-grams in more items are template and count for none")
+
+    @field_validator("eval_files", mode="before")
+    @classmethod
+    def _paths_are_text_sets(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [{"path": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @property
+    def run_gap(self) -> int:
+        """Largest distance between consecutive matches of one run (one edited word breaks ``ngram``)."""
+        return self.max_gap or 3 * self.ngram
 
 
 class CurationConfig(_Strict):

@@ -32,7 +32,7 @@ import midmix
 from midmix.errors import MidmixError
 from midmix.hashing import sha256_file, version_id
 from midmix.pipelines.curation.config import DEFAULT_MODEL, CurationConfig
-from midmix.pipelines.curation.decontam import Decontaminate
+from midmix.pipelines.curation.decontam import Decontaminate, check_eval_sets
 from midmix.pipelines.curation.dedup.minhash import DedupSignature
 from midmix.pipelines.curation.dedup.stage import DedupClusters
 from midmix.pipelines.curation.manifest import build_manifest
@@ -123,14 +123,15 @@ def plan_curation(config: CurationConfig, data_dir: Path) -> CurationPlan:
     lang_model, domain_model, quality, shas = _resolve_models(config, Path(data_dir) / "models")
     tokenizer = Tokenizer(config.tokenizer)
     inputs = [_file_facts(unit.url) for unit in units]
-    eval_files = (
-        [_file_facts(unit.url) for unit in resolve_inputs(config.decontam.eval_files)]
-        if config.decontam.enabled
-        else []
-    )
+    eval_files = []
+    if config.decontam.enabled:
+        check_eval_sets(config.decontam)
+        for eval_set in config.decontam.eval_files:
+            hashes = [_file_facts(unit.url)["sha256"] for unit in resolve_inputs([eval_set.path])]
+            eval_files.append({**eval_set.model_dump(mode="json"), "path": hashes})
     hashed_config = config.model_dump(mode="json", exclude={"inputs", "executor", "batch_size"})
     hashed_config["tokenizer"] = tokenizer.sha256
-    hashed_config["decontam"]["eval_files"] = [facts["sha256"] for facts in eval_files]
+    hashed_config["decontam"]["eval_files"] = eval_files
     version = version_id(
         "ds",
         {
@@ -163,9 +164,7 @@ def stage_one_pipeline(
         HeuristicSignals(config.heuristics, size),
     ]
     if config.decontam.enabled:
-        steps.append(
-            Decontaminate(config.decontam.eval_files, config.decontam.ngram, config.decontam.overlap_threshold, size)
-        )
+        steps.append(Decontaminate(config.decontam, size))
     steps.append(DomainTagger(plan.domain_model, config.domain.labels, config.domain.max_chars, size))
     if config.heuristics.enabled:
         steps.append(HeuristicFilter(config.heuristics, size))
