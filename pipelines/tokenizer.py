@@ -2,20 +2,25 @@
 
 Two kinds: a built-in byte-level tokenizer (no training, no files; ids 0-255 are bytes and
 256 is end-of-document) and any HF ``tokenizers`` JSON file. Both are identified by a content
-hash so versions change when the tokenizer does.
+hash so versions change when the tokenizer does. A byte-level BPE file is encoded by the
+tiktoken-based encoder of ``midmix.pipelines.tokenizer_fast`` when it can vouch for HF's ids
+(checked once per file and process), else by HF ``tokenizers``.
 """
 
 from __future__ import annotations
 
 import hashlib
 from functools import cached_property
+from itertools import chain
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from midmix.errors import MidmixError
 from midmix.hashing import sha256_file
+from midmix.pipelines.tokenizer_fast import FastPath, fast_path
 
 BYTE_EOS_ID = 256
 
@@ -77,17 +82,35 @@ class Tokenizer:
                 return token_id
         raise MidmixError(f"tokenizer {self.spec.path} has no end-of-text token (<|endoftext|>, </s> or <eos>)")
 
+    @cached_property
+    def fast_path(self) -> FastPath:
+        """The fast encoder for this HF tokenizer, or why HF encodes (built on first use)."""
+        if self._hf is None:
+            return FastPath(None, "byte tokenizer: the UTF-8 bytes are the ids")
+        return fast_path(self._hf.to_str())
+
+    def encode_ids(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Token counts (int64) and every text's ids concatenated (uint32), without end-of-document ids."""
+        if self._hf is None:
+            encoded = [text.encode("utf-8") for text in texts]
+            lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+            return lengths, np.frombuffer(b"".join(encoded), dtype=np.uint8).astype(np.uint32)
+        if self.fast_path.encoder is not None:
+            return self.fast_path.encoder.encode(texts)
+        batch = [encoding.ids for encoding in self._hf.encode_batch(texts, add_special_tokens=False)]
+        lengths = np.fromiter(map(len, batch), dtype=np.int64, count=len(batch))
+        return lengths, np.fromiter(chain.from_iterable(batch), dtype=np.uint32, count=int(lengths.sum()))
+
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """Token ids per text, without the end-of-document id (packing adds it)."""
-        if self._hf is None:
-            return [list(text.encode("utf-8")) for text in texts]
-        return [encoding.ids for encoding in self._hf.encode_batch(texts, add_special_tokens=False)]
+        lengths, values = self.encode_ids(texts)
+        return [ids.tolist() for ids in np.split(values, np.cumsum(lengths)[:-1])] if texts else []
 
     def count_batch(self, texts: list[str]) -> list[int]:
         """Token counts per text; for bytes this is the UTF-8 length, no encoding needed."""
         if self._hf is None:
             return [len(text.encode("utf-8")) for text in texts]
-        return [len(encoding.ids) for encoding in self._hf.encode_batch(texts, add_special_tokens=False)]
+        return self.encode_ids(texts)[0].tolist()
 
     def describe(self) -> dict:
         """What a manifest records about the tokenizer."""

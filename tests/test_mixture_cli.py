@@ -86,3 +86,13 @@ def test_tokenizer_train_writes_a_bpe_tokenizer_with_eos(data_dir, tmp_path, cap
     assert max(tokenizer.encode_batch(["naïve café ∑ x"])[0]) < 300
     assert main(["tokenizer", "train", "--dataset", "latest", "--vocab-size", "100", "--out", str(out), "--data-dir", str(data_dir)]) == 2
     assert "--vocab-size must be at least 257" in capsys.readouterr().err
+
+
+def test_tokenizer_check_names_the_encoder_and_compares_ids_on_a_dataset(data_dir, tmp_path, capsys):
+    out = tmp_path / "tok.json"
+    assert main(["tokenizer", "train", "--dataset", "latest", "--vocab-size", "1000", "--out", str(out), "--data-dir", str(data_dir)]) == 0
+    capsys.readouterr()
+    assert main(["tokenizer", "check", str(out), "--dataset", "latest", "--data-dir", str(data_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{out}: tiktoken: byte-level BPE, GPT-2 regex, ")
+    assert ": 800 docs, " in lines[1] and " 0 docs with other ids; HF encode_batch " in lines[1] and "fast " in lines[1]

@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_dir_argument(push)
     push.set_defaults(handler=push_command)
 
-    tokenizer = subparsers.add_parser("tokenizer", help="train tokenizers")
+    tokenizer = subparsers.add_parser("tokenizer", help="train and check tokenizers")
     tok_actions = tokenizer.add_subparsers(dest="action", required=True, metavar="ACTION")
     train = tok_actions.add_parser("train", help="train a byte-level BPE tokenizer on a curated dataset")
     train.add_argument("--dataset", required=True, help='curated dataset version, or "latest"')
@@ -51,6 +51,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--out", type=Path, required=True, help="tokenizer JSON file to write")
     add_data_dir_argument(train)
     train.set_defaults(handler=tokenizer_train_command)
+    check = tok_actions.add_parser("check", help="say which encoder a tokenizer gets; with --dataset, compare ids with HF")
+    check.add_argument("path", type=Path, help="tokenizer JSON file")
+    check.add_argument("--dataset", help='curated dataset version (or "latest") whose texts to encode both ways')
+    add_data_dir_argument(check)
+    check.set_defaults(handler=tokenizer_check_command)
 
 
 def plan_command(args: argparse.Namespace) -> int:
@@ -144,4 +149,30 @@ def tokenizer_train_command(args: argparse.Namespace) -> int:
     files = [f["path"] for f in manifest["files"] if f["path"].startswith("data/")]
     result = train_tokenizer(dataset_texts(args.data_dir / "datasets" / version, files), args.vocab_size, args.out)
     print(f"tokenizer {result['path']}: vocab {result['vocab_size']}, eos_id {result['eos_id']} (trained on {version})")
+    return 0
+
+
+def tokenizer_check_command(args: argparse.Namespace) -> int:
+    """Print the encoder choice; with --dataset, encode it with HF and the fast encoder and compare."""
+    from midmix.errors import MidmixError
+    from midmix.pipelines.catalog import Catalog
+    from midmix.pipelines.tokenizer import Tokenizer, TokenizerSpec
+    from midmix.pipelines.tokenizer_fast import compare_with_hf
+    from midmix.pipelines.tokenizer_train import dataset_texts
+
+    tokenizer = Tokenizer(TokenizerSpec(kind="hf", path=str(args.path)))
+    print(f"{args.path}: {tokenizer.fast_path.reason}")
+    if not args.dataset:
+        return 0
+    with Catalog(args.data_dir) as catalog:
+        version = catalog.resolve_dataset(args.dataset)
+        manifest = catalog.dataset(version)
+    files = [f["path"] for f in manifest["files"] if f["path"].startswith("data/")]
+    result = compare_with_hf(args.path.read_text(encoding="utf-8"), dataset_texts(args.data_dir / "datasets" / version, files))
+    rates = f"HF encode_batch {result['tokens'] / max(result['hf_cpu_s'], 1e-9):,.0f} tokens/CPU-s"
+    if result["encoder"] == "tiktoken":
+        rates += f", fast {result['tokens'] / max(result['fast_cpu_s'], 1e-9):,.0f} tokens/CPU-s"
+    print(f"{version}: {result['docs']:,} docs, {result['tokens']:,} tokens, {result['mismatched_docs']} docs with other ids; {rates}")
+    if result["mismatched_docs"]:
+        raise MidmixError(f"the fast encoder differs from HF on {result['mismatched_docs']} docs, e.g. {result['first_mismatch']!r}")
     return 0

@@ -1,12 +1,12 @@
 """Texts to an Arrow ``list<uint32>`` column of token ids, without Python lists where avoidable.
 
+HF tokenizer files go through ``Tokenizer.encode_ids`` (the fast tiktoken path where it applies).
+
 The byte tokenizer needs no encoding at all: a UTF-8 string array's data buffer *is* the ids and
 its offsets are the list offsets, so the column is built with two numpy views.
 """
 
 from __future__ import annotations
-
-from itertools import chain
 
 import numpy as np
 import pyarrow as pa
@@ -36,12 +36,8 @@ def _bytes_ids(texts: pa.StringArray) -> pa.ListArray:
 
 def _hf_ids(tokenizer: Tokenizer, texts: pa.StringArray) -> pa.ListArray:
     strings = texts.to_pylist()
-    lengths = np.zeros(len(strings), dtype=np.int32)
-    parts: list[np.ndarray] = []
-    for begin in range(0, len(strings), ENCODE_BATCH_DOCS):
-        batch = tokenizer.encode_batch(strings[begin : begin + ENCODE_BATCH_DOCS])
-        lengths[begin : begin + len(batch)] = [len(ids) for ids in batch]
-        parts.append(np.fromiter(chain.from_iterable(batch), dtype=np.uint32, count=int(sum(map(len, batch)))))
+    batches = [tokenizer.encode_ids(strings[begin : begin + ENCODE_BATCH_DOCS]) for begin in range(0, len(strings), ENCODE_BATCH_DOCS)]
+    lengths = np.concatenate([lengths for lengths, _ in batches]) if batches else np.zeros(0, np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int32)
-    values = np.concatenate(parts) if parts else np.zeros(0, np.uint32)
+    values = np.concatenate([values for _, values in batches]) if batches else np.zeros(0, np.uint32)
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
