@@ -24,9 +24,10 @@ Arrow cache, our decoded shards and laid-out stream (PhaseStream decodes each zs
 once and lays the phase's blended token stream out once, then memory-maps it). "Cold" starts from the Parquet shards a mixture build publishes: each peer's
 one-off conversion plus a pass, and our first pass (which does the decoding).
 
-Ratio accuracy on a 70/30 mix: the largest deviation from the target count in any window of
-1,000 consecutive documents, for our blend schedule vs HF ``interleave_datasets`` with
-``probabilities`` (random sampling).
+Ratio accuracy: the largest deviation of a component's token share from its target in any window
+of 8 global batches (64 sequences) and of 64 global batches, for our sequence blend vs HF
+``interleave_datasets`` with ``probabilities`` set to the token shares (document sampling, as a
+user would set it), both packed into the same windows of tokens.
 
     python bench/bench_loader.py [--repeat 2] [--seq-len 1024] [--batch 8] [--runs 3]
 """
@@ -49,7 +50,6 @@ from midmix.hashing import sha256_file
 from midmix.pipelines.curation.schema import SHARD_SCHEMA
 from midmix.pipelines.mixtures.shards import PARQUET_OPTIONS, SHARD_MAX_ROWS
 from midmix.resources import SAMPLE_CORPUS
-from midmix.trainer.blend import blend_schedule
 from midmix.trainer.packing import pack_documents
 from midmix.trainer.phase_stream import PhaseStream, retain_freed_memory
 
@@ -210,21 +210,44 @@ def bench_hf(dataset, seq_len: int, batch: int) -> tuple[int, float]:
     return tokens, time.perf_counter() - started
 
 
-def max_window_deviation(components: np.ndarray, share: float, window: int = 1000) -> float:
-    """Largest |count of component 0 - window * share| over all windows of ``window`` documents."""
-    counts = np.concatenate([[0], np.cumsum(components == 0)])
-    return float(np.abs(counts[window:] - counts[:-window] - window * share).max())
+def document_order(components: dict[str, list[np.ndarray]]) -> list[np.ndarray]:
+    """The documents interleaved evenly by count (litdata packs them in this order; order does not change its speed)."""
+    keys = np.concatenate([(np.arange(len(docs)) + 0.5) / len(docs) for docs in components.values()])
+    documents = [doc for docs in components.values() for doc in docs]
+    return [documents[i] for i in np.argsort(keys, kind="stable")]
 
 
-def ratio_accuracy(rows: list[int]) -> tuple[float, float]:
+def ratio_accuracy(
+    phase: dict, root: Path, decoded: Path, components: dict[str, list[np.ndarray]], seq_len: int, batch: int
+) -> dict[str, tuple[float, float]]:
+    """Largest |token share - target| of component 0 (pp) over windows of 8 and 64 global batches: (ours, HF)."""
     from datasets import Dataset, interleave_datasets
 
-    share = rows[0] / sum(rows)
-    ours = max_window_deviation(blend_schedule(rows, sum(rows)), share)
-    parts = [Dataset.from_dict({"component": [index] * count}) for index, count in enumerate(rows)]
-    mixed = interleave_datasets(parts, probabilities=[share, 1 - share], seed=0, stopping_strategy="first_exhausted")
-    hf = max_window_deviation(np.asarray(mixed["component"]), share)
-    return ours, hf
+    stream = PhaseStream(phase, lambda entry: root / entry["path"], seq_len, EOS, batch, batch, decoded_dir=decoded)
+    name = stream.component_names[0]
+    steps = stream.steps_in_phase() - 1  # the last step holds each component's padded tail
+    lengths = [np.array([len(doc) for doc in docs]) for docs in components.values()]
+    share = lengths[0].sum() / sum(length.sum() for length in lengths)
+    parts = [Dataset.from_dict({"component": [index] * len(length), "tokens": length})
+             for index, length in enumerate(lengths)]  # fmt: skip
+    mixed = interleave_datasets(parts, probabilities=[share, 1 - share], seed=0, stopping_strategy="all_exhausted")
+    owner, tokens = np.asarray(mixed["component"]), np.asarray(mixed["tokens"])
+    stream_owner = np.repeat(owner, tokens + 1)[:-1]  # each document + EOS, the EOS not counted below
+    is_token = np.ones(len(stream_owner), dtype=bool)
+    is_token[np.cumsum(tokens + 1)[:-1] - 1] = False
+    results = {}
+    for window in (8, 64):
+        ours = max(
+            abs(stream.realized_shares(first, first + window)["components"][name]["share"] - share)
+            for first in range(0, steps - window + 1)
+        )
+        span = window * batch * seq_len
+        starts = np.arange(0, len(stream_owner) - span + 1, batch * seq_len)
+        mine = np.concatenate([[0], np.cumsum((stream_owner == 0) & is_token)])
+        every = np.concatenate([[0], np.cumsum(is_token)])
+        hf = np.abs((mine[starts + span] - mine[starts]) / (every[starts + span] - every[starts]) - share).max()
+        results[f"{window} global batches ({window * batch} sequences)"] = (100 * ours, 100 * float(hf))
+    return results
 
 
 def main() -> None:
@@ -245,12 +268,7 @@ def main() -> None:
         total = sum(len(doc) + 1 for docs in components.values() for doc in docs)
         print(f"data: {sum(rows)} docs, {total / 1e6:.1f}M stream tokens, 70/30 rows {rows}, "
               f"seq_len {args.seq_len}, batch {args.batch}, ours with {args.workers} DataLoader workers")
-        iterators = [iter(docs) for docs in components.values()]
-        prepare = {
-            "litdata StreamingDataset": prepare_litdata(
-                [next(iterators[c]) for c in blend_schedule(rows, sum(rows))], work / "litdata"
-            ),
-        }
+        prepare = {"litdata StreamingDataset": prepare_litdata(document_order(components), work / "litdata")}
         hf_dataset, prepare[HF_OURS] = prepare_hf(phase, work / "mix", work / "hf")
         hf_grouped, seconds = prepare_hf_group_texts(hf_dataset, args.seq_len, work / "hf")
         prepare[HF_STANDARD] = prepare[HF_OURS] + seconds
@@ -275,9 +293,11 @@ def main() -> None:
                 if name not in results or seconds < results[name][1]:
                     results[name] = (tokens, seconds)
         report(results, prepare, ours_cold)
-        ours_dev, hf_dev = ratio_accuracy(rows)
-        print(f"70/30 max deviation per 1,000-doc window: ours {ours_dev:.2f} docs, "
-              f"HF interleave_datasets(probabilities) {hf_dev:.2f} docs")
+        for window, (ours_dev, hf_dev) in ratio_accuracy(
+            phase, work / "mix", work / "decoded", components, args.seq_len, args.batch
+        ).items():
+            print(f"max token-share deviation of {list(components)[0]} over windows of {window}: ours {ours_dev:.2f} pp, "
+                  f"HF interleave_datasets(probabilities) {hf_dev:.2f} pp")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -10,7 +10,7 @@ import pytest
 from midmix.errors import MidmixError
 from midmix.hashing import sha256_file
 from midmix.service.client import MidmixClient
-from midmix.trainer.shard_cache import ShardCache
+from midmix.trainer.shard_cache import ShardCache, decoded_shard
 from tests.service_fixtures import free_port, start_service, write_fixture_mixture
 
 pytestmark = pytest.mark.slow  # starts processes (services, workers, torchrun, Ray, a browser)
@@ -95,6 +95,33 @@ def test_eviction_keeps_the_cap_and_never_removes_files_in_use(served, client, t
     cache.local_path(b)
     assert cache.local_path(a).exists()  # b and c are in use: the cap is exceeded rather than break a reader
     assert path_b.exists() and path_c.exists()
+
+
+def test_decoded_data_counts_against_the_cap_and_held_files_are_never_evicted(served, client, tmp_path):
+    """The training stream's decoded shards live in the cache folder: reserve() evicts them like
+    downloads (least recently used first) unless the running phase holds them."""
+    import pyarrow.parquet as pq
+
+    a, b, _ = _shards(served[1])
+    cache = _cache(client, tmp_path, max_bytes=10**9)
+    decoded = {}
+    for entry in (a, b):
+        path = cache.local_path(entry)
+        n_tokens = pq.read_table(path, columns=["n_tokens"]).column(0).to_numpy()
+        decoded_shard(path, entry["sha256"], n_tokens, cache.decoded_dir)
+        decoded[entry["sha256"]] = sorted(cache.decoded_dir.glob(f"{entry['sha256']}.*.npy"))
+    assert all(len(files) == 2 for files in decoded.values())
+    cache.release([a, b])
+    cache.hold([a["sha256"]])
+    used = sum(p.stat().st_size for p in cache.cache_dir.rglob("*") if p.is_file() and p.suffix != ".lock")
+    cache.max_bytes = used  # full: the next reservation must evict
+    cache.reserve(used)
+    assert all(path.exists() for path in decoded[a["sha256"]])  # held by the phase
+    assert not any(path.exists() for path in decoded[b["sha256"]])
+    assert not cache._path_of(a).exists() and not cache._path_of(b).exists()  # released downloads go too
+    cache.release_held([a["sha256"]])
+    cache.reserve(used)
+    assert not any(path.exists() for path in decoded[a["sha256"]])
 
 
 def test_prefetch_fills_free_room_only(served, client, tmp_path):

@@ -205,6 +205,13 @@ def test_run_trains_every_phase_with_schedule_eval_and_shares(uninterrupted):
     assert shares["web"]["share"] == pytest.approx(0.6, abs=0.05)
     assert anneal["steps"] == 6
     assert (run_dir / "out" / "training.png").stat().st_size > 10_000
+    # Shares are logged per window of log_every (2) steps, not as prefixes.
+    windows = [record["shares"]["steps"] for record in records if "shares" in record]
+    assert windows == [[0, 2], [2, 4], [4, 6]] * 2
+    assert sum(r["shares"]["tokens"] for r in records[:6] if "shares" in r) == stable["shares"]["tokens"]
+    # Decoded shards, laid-out streams and the blend order live in the cache folder, under its cap.
+    decoded = run_dir.parent / "cache" / "decoded"
+    assert any(decoded.glob("stream-*.npy")) and any(decoded.glob("*.ids.npy")) and any(decoded.glob("order-*.npy"))
 
 
 def test_loss_falls_on_repeated_data(served, tmp_path):

@@ -74,7 +74,7 @@ def test_midmix_train_on_a_built_and_served_mixture(built, tmp_path, capsys):
     shares = stable_end["shares"]["components"]
     assert sorted(shares) == ["code", "web"] and sum(entry["share"] for entry in shares.values()) == pytest.approx(1.0)
     # 4 steps x 8 sequences x 64 tokens, less the EOS tokens of the documents they cover.
-    assert 4 * 8 * 64 - 20 < stable_end["shares"]["tokens"] < 4 * 8 * 64
+    assert 4 * 8 * 64 - 20 < stable_end["shares"]["tokens"] <= 4 * 8 * 64
     assert (out / "training.png").is_file()
     # Every 3 steps and at both phase ends (3, 4, 6, 8); the newest 3 are kept.
     assert sorted(path.name for path in (out / "checkpoints").iterdir()) == [

@@ -62,8 +62,13 @@ def format_phase_end(event: dict[str, Any]) -> str:
     loss = "n/a" if event["loss"] is None else f"{event['loss']:.4f}"
     evals = ", ".join(f"{domain} {value:.4f}" for domain, value in event["eval"].items()) or "none"
     shares = event.get("shares") or {}
+    padding = event.get("padding") or {}
+    padded = (
+        f" (last step completed with {padding['sequences']} padding sequences; {padding['tokens']} padding tokens in all)"
+        if padding.get("tokens") else ""
+    )
     return (
-        f"phase {event['phase']}: {event['steps']} steps, train loss {loss}\n"
+        f"phase {event['phase']}: {event['steps']} steps, train loss {loss}{padded}\n"
         f"  eval loss by domain: {evals}\n"
         f"  realized shares by component (manifest): {_format_shares(shares.get('components', {}))}\n"
         f"  realized shares by domain: {_format_shares(shares.get('domains', {}))}"

@@ -8,7 +8,11 @@ the service only for files it does not have yet.
 
 ``decoded_shard`` keeps a second, uncompressed copy of a shard's token ids for the training
 stream: decoding zstd Parquet lists costs more than all the rest of the data loading, so it is
-done once per shard, shared by every DataLoader worker, rank and later run on the machine.
+done once per shard, shared by every DataLoader worker, rank and later run on the machine. The
+trainer keeps these copies and the phase streams laid out from them in ``decoded_dir`` inside the
+cache folder, so they count against the same byte cap and are evicted the same way: before a
+phase starts, ``reserve`` makes room for what the phase will write there and ``hold`` keeps the
+phase's own decoded files (matched by name prefix) from eviction until ``release_held``.
 
 Files handed out by ``local_path`` are *in use* until ``release``: eviction (least recently
 used first, by file mtime so concurrent processes on one cache agree) never touches them, and
@@ -64,7 +68,13 @@ class ShardCache:
         self._verified: set[Path] = set()
         self._in_use: set[Path] = set()
         self._prefetched: set[Path] = set()
+        self._held_prefixes: set[str] = set()
         self._closing = threading.Event()
+
+    @property
+    def decoded_dir(self) -> Path:
+        """Where decoded shards and laid-out phase streams go (shared by every version in the cache)."""
+        return self.cache_dir / "decoded"
 
     def manifest(self) -> dict:
         """The version's manifest, from disk when cached (versions never change), else the service."""
@@ -88,6 +98,20 @@ class ShardCache:
         with self._lock:
             for entry in entries:
                 self._in_use.discard(self._path_of(entry))
+
+    def hold(self, prefixes: Iterable[str]) -> None:
+        """Keep files under ``decoded_dir`` whose names start with one of ``prefixes`` from eviction."""
+        with self._lock:
+            self._held_prefixes.update(prefixes)
+
+    def release_held(self, prefixes: Iterable[str]) -> None:
+        """Let eviction take the decoded files held by ``hold`` again."""
+        with self._lock:
+            self._held_prefixes.difference_update(prefixes)
+
+    def reserve(self, incoming: int) -> None:
+        """Evict least recently used files not in use or held until ``incoming`` more bytes fit under the cap."""
+        self._make_room(incoming, None, evict_prefetched=True)
 
     def prefetch(self, entries: Iterable[dict]) -> Future:
         """Download ``entries`` in order in a background thread while there is free room.
@@ -166,7 +190,7 @@ class ShardCache:
         path.unlink()
         return False
 
-    def _make_room(self, incoming: int, target: Path, evict_prefetched: bool) -> None:
+    def _make_room(self, incoming: int, target: Path | None, evict_prefetched: bool) -> None:
         """Evict least recently used files not in use until ``incoming`` bytes fit under the cap."""
         with self._lock:
             files = sorted(self._cached_files(), key=lambda item: item[2])
@@ -175,7 +199,7 @@ class ShardCache:
             for candidate, size, _ in files:
                 if used + incoming <= self.max_bytes:
                     return
-                if candidate in protected:
+                if candidate in protected or self._is_held(candidate):
                     continue
                 used -= size
                 candidate.unlink(missing_ok=True)
@@ -187,14 +211,17 @@ class ShardCache:
                 raise _NoRoom()
             log.warning(
                 "cache %s holds %d bytes in use; %s (%d bytes) goes over max_bytes %d",
-                self.cache_dir, used, target.name, incoming, self.max_bytes,
+                self.cache_dir, used, target.name if target else "decoded data", incoming, self.max_bytes,
             )
+
+    def _is_held(self, path: Path) -> bool:
+        return path.parent == self.decoded_dir and any(path.name.startswith(p) for p in self._held_prefixes)
 
     def _cached_files(self) -> list[tuple[Path, int, int]]:
         """(path, bytes, mtime) of every finished file in the cache; other processes may be changing it."""
         found = []
         for path in self.cache_dir.rglob("*"):
-            if path.name == _MANIFEST or path.suffix in (".part", ".tmp"):  # downloads and writes in flight
+            if path.name == _MANIFEST or path.suffix in (".part", ".tmp", ".lock"):  # in flight, or tiny locks
                 continue
             try:
                 status = path.stat()
@@ -239,6 +266,8 @@ def decoded_shard(
                     _decode(path, offsets_path, ids_path)
         decoded = _load_decoded(ids_path, offsets_path, n_tokens)
         if decoded is not None:
+            for used in (ids_path, offsets_path):  # recently used, for the cache's eviction order
+                os.utime(used)
             return decoded
     ids_path.unlink(missing_ok=True)
     raise MidmixError(

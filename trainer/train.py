@@ -212,7 +212,13 @@ class Trainer:
         stream = PhaseStream(
             phase, shard_path, seq_len, self.eos_id, config.global_batch_size, config.micro_batch_size,
             rank=self.runtime.rank, world_size=self.runtime.world_size, start_step=start,
+            decoded_dir=self.cache.decoded_dir,
         )
+        # Decoded shards and the laid-out stream live in the cache, under its byte cap: make room
+        # for them now and keep them (on every rank's cache object) until the phase ends.
+        self.cache.hold(stream.cache_prefixes())
+        if self.runtime.is_main:
+            self.cache.reserve(stream.decoded_bytes())
         steps = stream.steps_in_phase()
         if config.max_steps_per_phase is not None:
             steps = min(steps, config.max_steps_per_phase)
@@ -228,12 +234,14 @@ class Trainer:
         summary["eval"] = evaluate(
             self.model, self.runtime, self.cache, self.manifest, seq_len, self.eos_id, config.eval_sequences
         )
-        summary["shares"] = stream.realized_shares(steps)
+        summary["shares"] = stream.realized_shares(0, steps)
+        summary["padding"] = stream.padding(steps)
         self.position = Position(index + 1, 0, self.position.global_step, self.position.tokens)
         if self.metrics is not None:
             self.metrics.write({"kind": "phase_end", **summary})
         self._save()
         self.cache.release(phase_shard_entries(phase))  # the next phases' shards may now take their room
+        self.cache.release_held(stream.cache_prefixes())
         self.progress({"event": "phase_end", **summary})
         return summary
 
@@ -263,8 +271,9 @@ class Trainer:
                 "kind": "step", "global_step": position.global_step - 1, "phase": phase["name"], "phase_step": step,
                 "loss": loss, "lr": lr, "tokens": position.tokens, "data_wait_s": wait, "step_s": step_time,
             }
-            if (step + 1) % config.log_every == 0 and step + 1 < steps:
-                record["shares"] = stream.realized_shares(step + 1)
+            if (step + 1) % config.log_every == 0 or step + 1 == steps:
+                # The window since the last record, not the prefix: a prefix hides drift inside the phase.
+                record["shares"] = stream.realized_shares(step // config.log_every * config.log_every, step + 1)
             if self.metrics is not None:
                 self.metrics.write(record)
             self.progress({"event": "step", **record, "steps": steps})
