@@ -22,6 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from midmix.config_files import read_mapping_file, validate_model
+from midmix.pipelines.executors import LocalExecutor, RayExecutor, SlurmExecutor
 from midmix.pipelines.curation.languages import (
     ISO_639_1,
     NO_LANGUAGE,
@@ -49,31 +50,6 @@ class FieldMap(_Strict):
     id: str = "id"
     source: str = "source"
     meta: str = "meta"
-
-
-class LocalExecutor(_Strict):
-    kind: Literal["local"] = "local"
-    tasks: int = Field(1, ge=1)
-    workers: int = Field(-1, ge=-1, description="-1: one worker per task")
-
-
-class RayExecutor(_Strict):
-    kind: Literal["ray"]
-    tasks: int = Field(1, ge=1)
-    workers: int = Field(-1, ge=-1)
-    cpus_per_task: int = Field(1, ge=1)
-
-
-class SlurmExecutor(_Strict):
-    kind: Literal["slurm"]
-    tasks: int = Field(1, ge=1)
-    partition: str
-    time: str = "04:00:00"
-    cpus_per_task: int = Field(1, ge=1)
-    mem_per_cpu_gb: int = Field(2, ge=1)
-    qos: str = "normal"
-    venv_path: str | None = Field(None, description="virtualenv activate script the jobs source")
-    sbatch_args: dict[str, str] = Field(default_factory=dict)
 
 
 class HeuristicThresholds(_Strict):

@@ -18,9 +18,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +45,7 @@ from midmix.pipelines.curation.steps.normalize import NormalizeText
 from midmix.pipelines.curation.steps.signals import HeuristicSignals
 from midmix.pipelines.curation.steps.tokens import TokenCounter
 from midmix.pipelines.curation.writer import CuratedWriter, IntermediateWriter
+from midmix.pipelines.executors import datatrove_executor, datatrove_logs_to
 from midmix.pipelines.tokenizer import Tokenizer
 from midmix.progress import ProgressCallback
 from midmix.publish import publishing
@@ -224,70 +222,8 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def _executor(config: CurationConfig, pipeline: list, tasks: int, logging_dir: Path, depends: Any, name: str) -> Any:
-    """The configured datatrove executor for one stage; this is the only executor-specific code."""
-    spec = config.executor
-    if spec.kind == "local":
-        from datatrove.executor import LocalPipelineExecutor
-
-        workers = min(spec.workers if spec.workers != -1 else tasks, tasks)
-        return LocalPipelineExecutor(
-            pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir), depends=depends
-        )
-    if spec.kind == "ray":
-        from datatrove.executor.ray import RayPipelineExecutor
-
-        return RayPipelineExecutor(
-            pipeline,
-            tasks=tasks,
-            workers=spec.workers,
-            cpus_per_task=spec.cpus_per_task,
-            logging_dir=str(logging_dir),
-            depends=depends,
-        )
-    from datatrove.executor import SlurmPipelineExecutor
-
-    return SlurmPipelineExecutor(
-        pipeline,
-        tasks=tasks,
-        time=spec.time,
-        partition=spec.partition,
-        job_name=f"midmix-{name}",
-        cpus_per_task=spec.cpus_per_task,
-        mem_per_cpu_gb=spec.mem_per_cpu_gb,
-        qos=spec.qos,
-        venv_path=spec.venv_path,
-        sbatch_args=spec.sbatch_args,
-        logging_dir=str(logging_dir),
-        depends=depends,
-    )
-
-
-@contextmanager
-def _datatrove_logs_to(path: Path) -> Iterator[None]:
-    """Send datatrove's console logging to a file: the CLI shows our progress, not task logs.
-
-    Worker processes (local pool, forkserver) write to file descriptor 2, so that is redirected
-    too, not only ``sys.stderr``; ``midmix.progress.ProgressBars`` keeps a handle on the real terminal.
-    """
-    from loguru import logger
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as log_file:
-        sys.stderr.flush()
-        saved_stream, saved_fd = sys.stderr, os.dup(2)
-        os.dup2(log_file.fileno(), 2)
-        sys.stderr = log_file
-        logger.remove()
-        logger.add(log_file, level="INFO")
-        try:
-            yield
-        finally:
-            log_file.flush()
-            sys.stderr = saved_stream
-            os.dup2(saved_fd, 2)
-            os.close(saved_fd)
-            logger.remove()
-            logger.add(sys.stderr, level="WARNING")
+    """The configured datatrove executor for one stage (``midmix.pipelines.executors``)."""
+    return datatrove_executor(config.executor, pipeline, tasks, logging_dir, depends, name)
 
 
 def curate_corpus(config: CurationConfig, data_dir: Path, progress: ProgressCallback | None = None) -> dict:
@@ -334,7 +270,7 @@ def curate_corpus(config: CurationConfig, data_dir: Path, progress: ProgressCall
         str(work / "out"), str(final), plan.header, step_names(config), list(config.quality.classifiers)
     )
     stage_four = _executor(config, [publish], 1, work / "logs" / "4-publish", stage_three, "publish")
-    with _datatrove_logs_to(work / "datatrove.log"):
+    with datatrove_logs_to(work / "datatrove.log"):
         stage_four.run()
     if not (final / "manifest.json").is_file():
         return {"version": plan.version, "kind": "dataset", "state": "submitted", "work_dir": str(work)}

@@ -4,10 +4,13 @@ The version id is computed before building (content hash of the spec, resolved i
 versions, tokenizer hash and code version), so building an existing version is a no-op and the
 same inputs give the same bytes: no timestamps in files, fixed Parquet writer options, every order
 decided by data or seeded hashes. Shards hold exactly what is trained on: a component repeated
-for 2.5 epochs has its documents twice in curriculum order, then a deterministic half epoch.
+for 2.5 epochs has its documents twice in curriculum order, then a deterministic half epoch
+(``sequence.py``).
 
 The catalog is read once up front (plan plus each component's selected rows) and closed before
-the long part, so a build never holds the DuckDB file while it tokenizes and writes.
+the long part, so a build never holds the DuckDB file while it tokenizes and writes. What the
+selection decided goes to a work folder, and the tokenizing and writing run as parallel tasks on
+a datatrove executor (``tasks.py``); the manifest skeleton is made here.
 """
 
 from __future__ import annotations
@@ -21,30 +24,30 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 import midmix
 from midmix.errors import MidmixError
 from midmix.hashing import version_id
 from midmix.pipelines.catalog import Catalog
-from midmix.pipelines.mixtures.plan import (
-    EPOCH_TOLERANCE,
-    ComponentPlan,
-    MixturePlan,
-    PhasePlan,
-    plan_mixture,
-)
+from midmix.pipelines.executors import ExecutorSpec, LocalExecutor, Stage, StageFailed, in_process, run_stages
+from midmix.pipelines.mixtures.plan import ComponentPlan, MixturePlan, PhasePlan, plan_mixture
 from midmix.pipelines.mixtures.selection import EVAL_TABLE, order_sql, pool_sql, selection_sql
-from midmix.pipelines.mixtures.shards import (
-    TextReader,
-    shard_table,
-    take_rows,
-    write_json,
-    write_shards,
-)
+from midmix.pipelines.mixtures.sequence import epoch_sequence
+from midmix.pipelines.mixtures.shards import write_json
 from midmix.pipelines.mixtures.spec import ComponentSpec, MixtureSpec, PhaseSpec, slug
+from midmix.pipelines.mixtures.tasks import (
+    ENCODE_UNIT_ROWS,
+    BuildWork,
+    EncodeUnits,
+    PlanSequences,
+    PublishMixture,
+    WriteShards,
+    save_array,
+)
 from midmix.pipelines.tokenizer import Tokenizer
 from midmix.progress import ProgressCallback
-from midmix.publish import publishing, staging_path
+from midmix.publish import STAGING_DIR, atomic_copy, atomic_path
 
 BUILD_FORMAT = 1
 """Bump when the bytes a spec produces change, so old and new builds get different versions."""
@@ -76,9 +79,20 @@ def mixture_version(spec: MixtureSpec, catalog: Catalog) -> str:
     )  # fmt: skip
 
 
-def materialize_mixture(spec: MixtureSpec, data_dir: Path, progress: ProgressCallback | None = None) -> dict:
-    """Plan, build and publish ``spec``; returns the manifest (the existing one if already built)."""
+def materialize_mixture(
+    spec: MixtureSpec,
+    data_dir: Path,
+    progress: ProgressCallback | None = None,
+    executor: ExecutorSpec | None = None,
+) -> dict:
+    """Plan, build and publish ``spec``; returns the manifest (the existing one if already built).
+
+    The build runs as the stages of ``tasks.py`` on ``executor`` (default: one local task); any
+    task count gives the same bytes. An interrupted build resumes from its work folder when run
+    again; on Slurm this returns ``{"state": "submitted", ...}`` and the last job publishes.
+    """
     data_dir = Path(data_dir)
+    executor = executor or LocalExecutor()
     catalog = Catalog(data_dir)
     report = progress or (lambda step, done, total: None)
     with catalog.reading():
@@ -86,15 +100,41 @@ def materialize_mixture(spec: MixtureSpec, data_dir: Path, progress: ProgressCal
         final = data_dir / "mixtures" / mixture_version(spec, catalog)
         if (final / "manifest.json").is_file():
             return json.loads((final / "manifest.json").read_text(encoding="utf-8"))
-        inputs = _read_inputs(catalog, spec, plan, final.name)
+        work = BuildWork(data_dir / STAGING_DIR / f"build-{final.name}")
+        if not work.info_path.is_file():
+            report("select", 0, None)
+            prepare_work(work, spec, _read_inputs(catalog, spec, plan, final.name), data_dir)
     try:
-        with publishing(final) as staging:
-            manifest = write_version(spec, inputs, data_dir, staging, report)
-    except BaseException:
-        shutil.rmtree(staging_path(final), ignore_errors=True)
+        done = run_stages(executor, build_stages(work, final, executor, report), work.logs(executor.tasks))
+    except StageFailed:
+        raise  # kept: a rerun resumes from the work folder
+    except MidmixError:
+        shutil.rmtree(work.root, ignore_errors=True)  # the data cannot supply the spec: nothing to resume
         raise
+    if not done:
+        return {"version": final.name, "kind": "mixture", "state": "submitted", "work_dir": str(work.root)}
     catalog.sync()
-    return manifest
+    shutil.rmtree(work.root, ignore_errors=True)
+    report("publish", 1, 1)
+    return json.loads((final / "manifest.json").read_text(encoding="utf-8"))
+
+
+def build_stages(work: BuildWork, final: Path, executor: ExecutorSpec, report: ProgressCallback) -> list[Stage]:
+    """The four stages; progress is reported only when tasks run in this process."""
+    tasks = executor.tasks
+    counts: dict[str, int] = {}
+
+    def tick(step: str, total: int) -> None:
+        counts[step] = counts.get(step, 0) + 1
+        report(step, counts[step], total)
+
+    ticking = tick if in_process(executor, tasks) else None
+    return [
+        Stage("1-encode", [EncodeUnits(str(work.root), ticking)], tasks),
+        Stage("2-sequence", [PlanSequences(str(work.root))], 1),
+        Stage("3-write", [WriteShards(str(work.root), ticking)], tasks),
+        Stage("4-publish", [PublishMixture(str(work.root), str(final))], 1),
+    ]
 
 
 def _read_inputs(catalog: Catalog, spec: MixtureSpec, plan: MixturePlan, version: str) -> BuildInputs:
@@ -114,133 +154,98 @@ def _read_inputs(catalog: Catalog, spec: MixtureSpec, plan: MixturePlan, version
     return BuildInputs(plan, version, components, eval_rows, models)
 
 
-def write_version(spec: MixtureSpec, inputs: BuildInputs, data_dir: Path, staging: Path, report: ProgressCallback) -> dict:
-    """Write every shard, spec.json, tokenizer.json and, last, manifest.json into ``staging``."""
+def prepare_work(work: BuildWork, spec: MixtureSpec, inputs: BuildInputs, data_dir: Path) -> None:
+    """Write what the build tasks need: rows per part with their curriculum rank, encode units,
+    the row sequences already known, spec and tokenizer copies, and, last, ``build.json``."""
     tokenizer = Tokenizer(spec.tokenizer)
-    texts = TextReader(data_dir)
-    plan = inputs.plan
-    phases = [
-        build_phase(phase, phase_plan, inputs, tokenizer, texts, staging, report)
-        for phase, phase_plan in zip(spec.phases, plan.phases)
-    ]
-    eval_shards = build_eval(inputs, tokenizer, texts, staging, report)
-    tokenizer_info = tokenizer.describe() | {"path": None}
+    plan, parts, tables = inputs.plan, [], []
+    for p_index, (phase, phase_plan) in enumerate(zip(spec.phases, plan.phases)):
+        for c_index, (component, component_plan) in enumerate(zip(phase.components, phase_plan.components)):
+            docs = inputs.components[(phase.name, component_plan.name)]
+            partial_order = np.argsort(docs.column("partial_key").to_numpy(zero_copy_only=False), kind="stable")
+            index = len(parts)
+            if plan.tokens_exact:
+                # The catalog's counts are this tokenizer's: plan the rows first, encode only the documents used.
+                sequence = epoch_sequence(docs.column("n_tokens").to_numpy(), component_plan.requested_tokens, partial_order)
+                used = np.unique(sequence)
+                docs = docs.take(pa.array(used, pa.int64()))
+                save_array(work.sequence(index), np.searchsorted(used, sequence))
+                write_json(work.stats(index), {"available_tokens": component_plan.available_tokens})
+            else:
+                save_array(work.partial_order(index), partial_order)
+            parts.append({"eval": False, "phase": phase.name, "name": component_plan.name, "phase_index": p_index,
+                          "component_index": c_index, "stem": f"phases/{phase.name}/{component_plan.name}",
+                          "docs": docs.num_rows, "requested_tokens": component_plan.requested_tokens,
+                          "max_epochs": component.max_epochs})  # fmt: skip
+            tables.append(_part_rows(docs, index))
+    rows = inputs.eval_rows
+    for domain in plan.eval if rows is not None else {}:
+        docs = rows.filter(pc.equal(rows.column("eval_domain"), domain))
+        index = len(parts)
+        save_array(work.sequence(index), np.arange(docs.num_rows, dtype=np.int64))
+        parts.append({"eval": True, "phase": "eval", "name": domain, "stem": f"eval/{slug(domain)}", "docs": docs.num_rows})
+        tables.append(_part_rows(docs, index))
+    table = pa.concat_tables(tables).sort_by([("dataset", "ascending"), ("file", "ascending"), ("row_index", "ascending"),
+                                              ("part", "ascending"), ("rank", "ascending")])  # fmt: skip
+    with atomic_path(work.rows) as temporary:
+        pq.write_table(table, temporary, row_group_size=ENCODE_UNIT_ROWS // 4, compression="zstd", compression_level=1)
     spec_data = spec.model_dump(mode="json")
+    tokenizer_info = tokenizer.describe() | {"path": None}
     if spec.tokenizer.kind == "hf":
-        shutil.copyfile(spec.tokenizer.path or "", staging / "tokenizer.json")
+        atomic_copy(Path(spec.tokenizer.path or ""), work.root / "tokenizer.json")
         tokenizer_info["path"] = spec_data["tokenizer"]["path"] = "tokenizer.json"
-    write_json(staging / "spec.json", spec_data)
+    write_json(work.root / "spec.json", spec_data)
     manifest = {
         "kind": "mixture", "version": inputs.version, "name": spec.name, "code_version": midmix.__version__,
-        "tokenizer": tokenizer_info, "datasets": plan.datasets, "phases": phases, "eval": eval_shards,
+        "tokenizer": tokenizer_info, "datasets": plan.datasets, "eval": {},
+        "phases": [_phase_entry(phase_plan, spec_phase) for phase_plan, spec_phase in zip(plan.phases, spec.phases)],
         "lineage": {"datasets": {v: {"models": inputs.models[v]} for v in plan.datasets}},
     }  # fmt: skip
-    write_json(staging / "manifest.json", manifest)
-    return manifest
+    write_json(work.info_path, {"version": inputs.version, "data_dir": str(data_dir), "tokenizer": spec.tokenizer.model_dump(),
+                                "parts": parts, "units": encode_units(table), "manifest": manifest})  # fmt: skip
 
 
-def build_phase(
-    phase: PhaseSpec,
-    plan: PhasePlan,
-    inputs: BuildInputs,
-    tokenizer: Tokenizer,
-    texts: TextReader,
-    staging: Path,
-    report: ProgressCallback,
-) -> dict:
-    """Write one phase's component shards; returns the phase's manifest entry."""
-    components = [
-        build_component(phase.name, component, component_plan, inputs, tokenizer, texts, staging, report)
-        for component, component_plan in zip(phase.components, plan.components)
-    ]
+def _part_rows(docs: pa.Table, part: int) -> pa.Table:
+    """A part's documents as rows of ``rows.parquet``: its index and each document's curriculum rank."""
+    return pa.table({
+        "part": pa.array(np.full(docs.num_rows, part, dtype=np.int32)),
+        "rank": pa.array(np.arange(docs.num_rows, dtype=np.int64)),
+        **{name: docs.column(name) for name in ("dataset", "file", "row_index", "id", "source", "domain")},
+        "quality_score": docs.column("quality_score").cast(pa.float32()),
+    })  # fmt: skip
+
+
+def encode_units(rows: pa.Table) -> list[dict]:
+    """Ranges of at most ENCODE_UNIT_ROWS distinct documents of one curated file, in storage order."""
+    units = []
+    keys = rows.select(["dataset", "file", "row_index"]).group_by(["dataset", "file"]).aggregate([("row_index", "distinct")])
+    for dataset, file, row_indices in sorted(zip(*(keys.column(i).to_pylist() for i in range(3)))):
+        distinct = np.sort(np.asarray(row_indices, dtype=np.int64))
+        for begin in range(0, len(distinct), ENCODE_UNIT_ROWS):
+            chunk = distinct[begin : begin + ENCODE_UNIT_ROWS]
+            units.append({"dataset": dataset, "file": file, "first_row": int(chunk[0]), "last_row": int(chunk[-1])})
+    return units
+
+
+def _phase_entry(plan: PhasePlan, phase: PhaseSpec) -> dict:
+    """A phase's manifest entry; realized figures are filled in when the shards exist."""
     return {
         "name": plan.name, "index": plan.index, "token_budget": plan.token_budget, "seq_len": plan.seq_len,
         "rope_theta": plan.rope_theta, "lr": plan.lr, "reserved_general_ratio": plan.reserved_general_ratio,
-        "curriculum": plan.curriculum, "tokens": sum(c["realized_tokens"] for c in components),
-        "docs": sum(c["docs"] for c in components), "components": components,
+        "curriculum": plan.curriculum, "tokens": 0, "docs": 0,
+        "components": [_component_entry(c, spec) for c, spec in zip(plan.components, phase.components)],
     }  # fmt: skip
 
 
-def build_component(
-    phase: str,
-    component: ComponentSpec,
-    plan: ComponentPlan,
-    inputs: BuildInputs,
-    tokenizer: Tokenizer,
-    texts: TextReader,
-    staging: Path,
-    report: ProgressCallback,
-) -> dict:
-    """Tokenize and repeat one component's selected documents, then write its shards."""
-    step = f"{phase}/{plan.name}"
-    docs = inputs.components[(phase, plan.name)]
-    report(step, 0, None)
-    partial_order = np.argsort(docs.column("partial_key").to_numpy(zero_copy_only=False), kind="stable")
-    if inputs.plan.tokens_exact:
-        # The catalog's counts are this tokenizer's: plan the rows first, encode only the documents used.
-        available = plan.available_tokens
-        sequence = epoch_sequence(docs.column("n_tokens").to_numpy(), plan.requested_tokens, partial_order)
-        used = np.unique(sequence)
-        table = shard_table(take_rows(docs, used), tokenizer, texts)
-        sequence = np.searchsorted(used, sequence)
-    else:
-        table = shard_table(docs, tokenizer, texts)
-        n_tokens = table.column("n_tokens").to_numpy()
-        available = int(n_tokens.sum())
-        _check_epochs(phase, plan, available, component.max_epochs)
-        sequence = epoch_sequence(n_tokens, plan.requested_tokens, partial_order)
-    shards = write_shards(take_rows(table, sequence), staging, f"phases/{phase}/{plan.name}", step, report)
-    realized = sum(s["tokens"] for s in shards)
+def _component_entry(plan: ComponentPlan, component: ComponentSpec) -> dict:
+    """A component's manifest entry; realized figures are filled in when the shards exist."""
     return {
         "name": plan.name, "weight": plan.weight, "target_tokens": plan.requested_tokens,
-        "realized_tokens": realized, "docs": len(sequence), "unique_docs": len(np.unique(sequence)),
-        "available_docs": docs.num_rows, "available_tokens": available,
-        "epochs": round(realized / available, 6) if available else 0.0, "max_epochs": component.max_epochs,
+        "realized_tokens": 0, "docs": 0, "unique_docs": 0, "available_docs": plan.available_docs,
+        "available_tokens": plan.available_tokens, "epochs": 0.0, "max_epochs": component.max_epochs,
         "general": plan.general, "datasets": plan.datasets, "selection": plan.selection,
-        "thresholds": plan.thresholds, "shards": shards,
+        "thresholds": plan.thresholds, "shards": [],
     }  # fmt: skip
-
-
-def epoch_sequence(n_tokens: np.ndarray, target: int, partial_order: np.ndarray) -> np.ndarray:
-    """Row indices to write: whole epochs in order, then the prefix of ``partial_order`` closest to ``target``.
-
-    The partial epoch keeps curriculum order. Stopping at whichever document boundary is nearer (not the
-    first one past the target) keeps every component within half a document of its budget, so realized
-    shares stay close to the weights even when documents are long.
-    """
-    total = int(n_tokens.sum())
-    if target <= 0 or total == 0:
-        return np.zeros(0, dtype=np.int64)
-    full, remainder = divmod(target, total)
-    parts = [np.arange(len(n_tokens), dtype=np.int64)] * full
-    if remainder:
-        reached = np.cumsum(n_tokens[partial_order], dtype=np.int64)
-        count = int(np.searchsorted(reached, remainder)) + 1
-        below = int(reached[count - 2]) if count >= 2 else 0
-        if remainder - below < int(reached[count - 1]) - remainder and (count >= 2 or full > 0):
-            count -= 1
-        parts.append(np.sort(partial_order[:count]).astype(np.int64))
-    return np.concatenate(parts)
-
-
-def build_eval(inputs: BuildInputs, tokenizer: Tokenizer, texts: TextReader, staging: Path, report: ProgressCallback) -> dict:
-    """One eval shard per domain of the held-out documents (never in training shards)."""
-    rows = inputs.eval_rows
-    shards = {}
-    for domain in inputs.plan.eval if rows is not None else {}:
-        docs = rows.filter(pc.equal(rows.column("eval_domain"), domain))
-        written = write_shards(shard_table(docs, tokenizer, texts), staging, f"eval/{slug(domain)}", f"eval/{domain}", report)
-        shards[domain] = {key: written[0][key] for key in ("path", "sha256", "bytes", "rows", "tokens")}
-    return shards
-
-
-def _check_epochs(phase: str, plan: ComponentPlan, available: int, cap: float) -> None:
-    """Recheck the repetition cap with counts from the mixture's own tokenizer."""
-    if plan.requested_tokens > 0 and plan.requested_tokens > available * cap * (1 + EPOCH_TOLERANCE):
-        raise MidmixError(
-            f"phase '{phase}': component '{plan.name}' needs {plan.requested_tokens / max(available, 1):.2f} epochs "
-            f"with the mixture's tokenizer, cap is {cap:g}; lower its weight or the token_budget, or raise max_epochs"
-        )
 
 
 def _selected_rows(

@@ -19,6 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     build = subparsers.add_parser("build", help="materialise a mixture spec into a published mixture version")
     build.add_argument("spec", type=Path, help="mixture spec (YAML or JSON)")
+    build.add_argument("--tasks", type=int, help="parallel build tasks (same bytes for any count); default 1")
+    build.add_argument("--executor", type=Path, help="executor config, e.g. {kind: ray, tasks: 64} (docs/SCALE.md)")
     add_data_dir_argument(build)
     build.set_defaults(handler=build_command)
 
@@ -79,12 +81,17 @@ def plan_command(args: argparse.Namespace) -> int:
 
 def build_command(args: argparse.Namespace) -> int:
     """Build with progress bars; print the version and per-phase figures."""
+    from midmix.pipelines.executors import load_executor
     from midmix.pipelines.mixtures.build import materialize_mixture
     from midmix.pipelines.mixtures.spec import load_spec
     from midmix.progress import ProgressBars
 
+    spec, executor = load_spec(args.spec), load_executor(args.executor, args.tasks)
     with ProgressBars() as bars:
-        manifest = materialize_mixture(load_spec(args.spec), args.data_dir, bars)
+        manifest = materialize_mixture(spec, args.data_dir, bars, executor)
+    if manifest.get("state") == "submitted":
+        print(f"mixture {manifest['version']}: submitted to Slurm; the last job publishes it (work in {manifest['work_dir']})")
+        return 0
     print(f"mixture {manifest['version']} ({manifest['name']}) in {args.data_dir / 'mixtures' / manifest['version']}")
     for phase in manifest["phases"]:
         parts = ", ".join(f"{c['name']} {c['realized_tokens']:,} ({c['epochs']:.2f} ep)" for c in phase["components"])

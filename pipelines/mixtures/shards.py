@@ -1,7 +1,8 @@
-"""Shard I/O for a build: document texts in, tokenized ``SHARD_SCHEMA`` Parquet out.
+"""Shard I/O for a build: document texts in (storage order), tokenized ``SHARD_SCHEMA`` Parquet out.
 
 Writer options are fixed (and no timestamps are written), so the same rows always give the same
 bytes; shards are named ``<stem>-NNNNN.parquet`` with row groups of ``SHARD_ROW_GROUP_ROWS``.
+Every file is written under a temporary name and renamed, so a killed task leaves no partial file.
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ import pyarrow.parquet as pq
 
 from midmix.hashing import sha256_file
 from midmix.pipelines.curation.schema import SHARD_ROW_GROUP_ROWS, SHARD_SCHEMA
-from midmix.pipelines.mixtures.encode import encode_arrow
-from midmix.pipelines.tokenizer import Tokenizer
-from midmix.progress import ProgressCallback
+from midmix.publish import atomic_path, atomic_write_text
 
 SHARD_MAX_ROWS = 32 * SHARD_ROW_GROUP_ROWS
 PARQUET_OPTIONS = {
@@ -32,76 +31,47 @@ PARQUET_OPTIONS = {
 }
 
 
-class TextReader:
-    """Document texts by (dataset, file, row), each file's text column read once per build."""
-
-    def __init__(self, data_dir: Path):
-        self.data_dir = data_dir
-        self._columns: dict[tuple[str, str], pa.ChunkedArray] = {}
-
-    def take(self, docs: pa.Table) -> pa.Array:
-        """The texts of ``docs`` (columns dataset, file, row_index), in their row order."""
-        if docs.num_rows == 0:
-            return pa.array([], pa.string())
-        keys = pc.binary_join_element_wise(docs.column("dataset"), docs.column("file"), "\x00").to_numpy(zero_copy_only=False)
-        rows = docs.column("row_index").to_numpy()
-        positions, parts = [], []
-        for key in sorted(set(keys)):
-            mask = keys == key
-            dataset, file = key.split("\x00")
-            parts.append(self._column(dataset, file).take(pa.array(rows[mask])))
-            positions.append(np.flatnonzero(mask))
-        merged = pa.chunked_array([chunk for part in parts for chunk in part.chunks], pa.string())
-        return merged.take(pa.array(np.argsort(np.concatenate(positions), kind="stable"))).combine_chunks()
-
-    def _column(self, dataset: str, file: str) -> pa.ChunkedArray:
-        if (dataset, file) not in self._columns:
-            table = pq.read_table(self.data_dir / "datasets" / dataset / file, columns=["text"])
-            self._columns[(dataset, file)] = table.column("text")
-        return self._columns[(dataset, file)]
+def read_texts(path: Path, rows: np.ndarray) -> pa.Array:
+    """The ``text`` of rows ``rows`` (sorted, unique) of a Parquet file, reading only their row groups."""
+    parquet = pq.ParquetFile(path)
+    sizes = np.array([parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    groups = np.unique(np.searchsorted(starts, rows, side="right") - 1)
+    texts = parquet.read_row_groups(groups.tolist(), columns=["text"]).column("text")
+    # Row r sits at r - starts[g] within group g, and group g at offset[g] in the groups read.
+    offset = np.zeros(len(sizes), dtype=np.int64)
+    offset[groups] = np.concatenate([[0], np.cumsum(sizes[groups])[:-1]])
+    group_of = np.searchsorted(starts, rows, side="right") - 1
+    positions = rows - starts[group_of] + offset[group_of]
+    return texts.take(pa.array(positions, pa.int64())).combine_chunks().cast(pa.string())
 
 
-def shard_table(docs: pa.Table, tokenizer: Tokenizer, texts: TextReader) -> pa.Table:
-    """Shard rows for ``docs`` (catalog rows), tokenized with the mixture's tokenizer."""
-    input_ids = encode_arrow(tokenizer, texts.take(docs))
+def shard_table(columns: pa.Table) -> pa.Table:
+    """Shard rows from encoded columns (input_ids, id, source, domain, quality_score), in their order."""
+    input_ids = columns.column("input_ids")
     return pa.Table.from_arrays(
         [
             input_ids,
-            docs.column("id").cast(pa.string()),
-            docs.column("source").cast(pa.string()),
-            docs.column("domain").cast(pa.string()),
-            docs.column("quality_score").cast(pa.float32()),
+            columns.column("id").cast(pa.string()),
+            columns.column("source").cast(pa.string()),
+            columns.column("domain").cast(pa.string()),
+            columns.column("quality_score").cast(pa.float32()),
             pc.list_value_length(input_ids).cast(pa.int32()),
         ],
         schema=SHARD_SCHEMA,
     )
 
 
-def take_rows(table: pa.Table, indices: np.ndarray) -> pa.Table:
-    """``table.take(indices)``, skipping the copy when the indices are every row in order (one epoch)."""
-    if len(indices) == table.num_rows and np.array_equal(indices, np.arange(table.num_rows)):
-        return table
-    return table.take(pa.array(indices, pa.int64()))
-
-
-def write_shards(table: pa.Table, staging: Path, stem: str, step: str, report: ProgressCallback) -> list[dict]:
-    """Write ``table`` as ``<stem>-NNNNN.parquet`` shards of at most SHARD_MAX_ROWS rows; their manifest entries."""
-    shards = []
-    for index, begin in enumerate(range(0, table.num_rows, SHARD_MAX_ROWS)):
-        part = table.slice(begin, SHARD_MAX_ROWS)
-        relative = f"{stem}-{index:05d}.parquet"
-        path = staging / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(part, path, **PARQUET_OPTIONS)
-        shards.append({
-            "path": relative, "sha256": sha256_file(path), "bytes": path.stat().st_size,
-            "rows": part.num_rows, "tokens": int(pc.sum(part.column("n_tokens")).as_py() or 0),
-        })  # fmt: skip
-        report(step, begin + part.num_rows, table.num_rows)
-    return shards
+def write_shard(table: pa.Table, path: Path, relative: str) -> dict:
+    """Write one shard atomically; its manifest entry (path relative to the version)."""
+    with atomic_path(path) as temporary:
+        pq.write_table(table, temporary, **PARQUET_OPTIONS)
+    return {
+        "path": relative, "sha256": sha256_file(path), "bytes": path.stat().st_size,
+        "rows": table.num_rows, "tokens": int(pc.sum(table.column("n_tokens")).as_py() or 0),
+    }  # fmt: skip
 
 
 def write_json(path: Path, value: dict) -> None:
-    """Deterministic JSON (sorted keys) for spec.json and manifest.json."""
-    path.write_text(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-
+    """Deterministic JSON (sorted keys), written atomically: spec.json, manifest.json, build work files."""
+    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n")

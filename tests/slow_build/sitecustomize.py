@@ -15,11 +15,11 @@ if _SECONDS > 0:
 
     from midmix.pipelines.mixtures import shards
 
-    _write_shards = shards.write_shards
+    _write_shard = shards.write_shard
 
-    def _slow_write_shards(*args, **kwargs):
-        written = _write_shards(*args, **kwargs)
+    def _slow_write_shard(*args, **kwargs):
+        written = _write_shard(*args, **kwargs)
         time.sleep(_SECONDS)
         return written
 
-    shards.write_shards = _slow_write_shards
+    shards.write_shard = _slow_write_shard
