@@ -18,6 +18,7 @@ from midmix.paths import DATA_DIR_ENV, DEFAULT_DATA_DIR, default_data_dir
 COMMAND_MODULES = (
     "midmix.classifiers.commands",
     "midmix.pipelines.curation.commands",
+    "midmix.pipelines.commands",
     "midmix.pipelines.mixtures.commands",
     "midmix.service.commands",
     "midmix.service.remote_commands",

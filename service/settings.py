@@ -4,7 +4,7 @@ Tokens are lists so a team can rotate them without downtime. With no read tokens
 open; with no write tokens writes are open too (a local, single-user service).
 
 ``shard_store`` names an object-store mirror (``s3://bucket/prefix``, ``memory://bucket``) that
-``midmix mixtures push`` fills; versions missing locally are served from it, by ``redirect`` to a
+``midmix mixtures push`` and ``midmix datasets push`` fill; versions missing locally are served from it, by ``redirect`` to a
 signed URL where the store can sign one, else by ``proxy`` (the service streams the bytes).
 """
 

@@ -31,6 +31,7 @@ from midmix.errors import MidmixError
 from midmix.hashing import version_id
 from midmix.pipelines.catalog import Catalog
 from midmix.pipelines.executors import ExecutorSpec, LocalExecutor, Stage, StageFailed, in_process, run_stages
+from midmix.pipelines.mirror import pull_version
 from midmix.pipelines.mixtures.plan import ComponentPlan, MixturePlan, PhasePlan, plan_mixture
 from midmix.pipelines.mixtures.selection import EVAL_TABLE, order_sql, pool_sql, selection_sql
 from midmix.pipelines.mixtures.sequence import epoch_sequence
@@ -84,15 +85,19 @@ def materialize_mixture(
     data_dir: Path,
     progress: ProgressCallback | None = None,
     executor: ExecutorSpec | None = None,
+    store: str | None = None,
 ) -> dict:
     """Plan, build and publish ``spec``; returns the manifest (the existing one if already built).
 
     The build runs as the stages of ``tasks.py`` on ``executor`` (default: one local task); any
     task count gives the same bytes. An interrupted build resumes from its work folder when run
     again; on Slurm this returns ``{"state": "submitted", ...}`` and the last job publishes.
+    Dataset versions the spec names that are missing here are pulled from ``store`` first.
     """
     data_dir = Path(data_dir)
     executor = executor or LocalExecutor()
+    if store:
+        pull_missing_datasets(spec, data_dir, store)
     catalog = Catalog(data_dir)
     report = progress or (lambda step, done, total: None)
     with catalog.reading():
@@ -117,6 +122,13 @@ def materialize_mixture(
     shutil.rmtree(work.root, ignore_errors=True)
     report("publish", 1, 1)
     return json.loads((final / "manifest.json").read_text(encoding="utf-8"))
+
+
+def pull_missing_datasets(spec: MixtureSpec, data_dir: Path, store: str) -> None:
+    """Pull every dataset version the spec names (not ``latest``) that is not published locally."""
+    for ref in spec.dataset_refs():
+        if ref != "latest" and not (data_dir / "datasets" / ref / "manifest.json").is_file():
+            pull_version(data_dir, "datasets", ref, store)
 
 
 def build_stages(work: BuildWork, final: Path, executor: ExecutorSpec, report: ProgressCallback) -> list[Stage]:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from midmix.cli import add_data_dir_argument
+
+STORE_ENV = "MIDMIX_SHARD_STORE"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("spec", type=Path, help="mixture spec (YAML or JSON)")
     build.add_argument("--tasks", type=int, help="parallel build tasks (same bytes for any count); default 1")
     build.add_argument("--executor", type=Path, help="executor config, e.g. {kind: ray, tasks: 64} (docs/SCALE.md)")
+    build.add_argument("--store", default=os.environ.get(STORE_ENV),
+                       help=f"object store to pull dataset versions missing here from (default: ${STORE_ENV})")  # fmt: skip
     add_data_dir_argument(build)
     build.set_defaults(handler=build_command)
 
@@ -88,7 +93,7 @@ def build_command(args: argparse.Namespace) -> int:
 
     spec, executor = load_spec(args.spec), load_executor(args.executor, args.tasks)
     with ProgressBars() as bars:
-        manifest = materialize_mixture(spec, args.data_dir, bars, executor)
+        manifest = materialize_mixture(spec, args.data_dir, bars, executor, store=args.store)
     if manifest.get("state") == "submitted":
         print(f"mixture {manifest['version']}: submitted to Slurm; the last job publishes it (work in {manifest['work_dir']})")
         return 0
@@ -138,9 +143,9 @@ def diff_command(args: argparse.Namespace) -> int:
 
 def push_command(args: argparse.Namespace) -> int:
     """Upload a published mixture version to ``URL/mixtures/VERSION`` and print where it went."""
-    from midmix.pipelines.mixtures.push import push_mixture
+    from midmix.pipelines.mirror import push_version
 
-    written = push_mixture(args.data_dir, args.version, args.url)
+    written = push_version(args.data_dir, "mixtures", args.version, args.url)
     print(f"mixture {args.version}: {len(written)} files in {written[-1].rsplit('/', 1)[0]}")
     return 0
 

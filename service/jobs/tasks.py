@@ -6,6 +6,7 @@ decide whether two requests are the same job.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
@@ -56,5 +57,6 @@ def run_task(kind: JobKind, request: dict, data_dir: Path, progress: ProgressCal
     else:
         from midmix.pipelines.mixtures.build import materialize_mixture
 
-        manifest = materialize_mixture(typed, data_dir, progress)
+        # Dataset versions only in the object store (``midmix datasets push``) are pulled first.
+        manifest = materialize_mixture(typed, data_dir, progress, store=os.environ.get("MIDMIX_SHARD_STORE"))
     return str(manifest["version"])
