@@ -1,13 +1,20 @@
 """Mixture benchmarks: materialisation throughput against a plain HF ``datasets`` pipeline, and planner time.
 
-    python bench/bench_mixture.py --bpe                # sample corpus (+BPE), 10x corpus, 1M-doc planner
+    python bench/bench_mixture.py --bpe                # sample corpus (+32k BPE), 10x corpus, 1M-doc planner
     python bench/bench_mixture.py --sizes 1 --plan-docs 200000 --repeats 1
+    python bench/bench_mixture.py --sizes --plan-docs 0 --bpe-build   # only the 32k BPE build: encoder, 1 vs 2 tasks
 
 Materialisation: the same selection (every web/code/math/qa/academic document, one epoch, in
 quality order) built by ``materialize_mixture`` (select in DuckDB, read text, tokenize, write
 shards + manifest) versus the named peer ``datasets.Dataset(read_table) -> filter -> map(tokenize)
 -> to_parquet``. Both use the byte tokenizer (or ``--bpe`` for a trained BPE on size 1). The 10x
 corpus repeats the sample's real text with rotated paragraphs and new ids.
+
+BPE build (``--bpe-build``): a 32k byte-level BPE trained by ``midmix tokenizer train`` on the curated
+sample corpus; the dataset's n_tokens counted with it (so the plan is exact). The encoder (tiktoken
+built from the tokenizer's merges) against the named peer, HF tokenizers' ``encode_batch``, on the
+texts the build encodes, ids compared doc by doc, tokens per CPU-second of the process (all threads);
+then ``materialize_mixture`` with 1 and 2 local tasks: wall time, and the bytes of both compared.
 
 Planner: ``plan_mixture`` for a 3-phase, 8-component spec with percentile rules and an eval split
 over catalog statistics of N synthetic documents (target: < 2 s for 1M).
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,12 +33,14 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
+from midmix.hashing import sha256_file
 from midmix.pipelines.catalog import Catalog
+from midmix.pipelines.executors import LocalExecutor
 from midmix.pipelines.mixtures.build import materialize_mixture
 from midmix.pipelines.mixtures.plan import plan_mixture
 from midmix.pipelines.mixtures.spec import parse_spec
 from midmix.pipelines.tokenizer import Tokenizer, TokenizerSpec
-from midmix.pipelines.tokenizer_train import dataset_texts, train_tokenizer
+from midmix.pipelines.tokenizer_fast import compare_with_hf
 from midmix.resources import SAMPLE_CORPUS
 
 # The curated-dataset fixture is shared with the tests; bench scripts run from the repository.
@@ -65,11 +75,11 @@ def bench_ours(data_dir: Path, tokenizer: TokenizerSpec) -> tuple[float, int]:
 
 
 def bench_peer(part: Path, out_dir: Path, tokenizer: TokenizerSpec) -> tuple[float, int]:
-    """Seconds and tokens for Dataset(read_table) -> filter -> map(tokenize) -> to_parquet."""
+    """Seconds and tokens for Dataset(read_table) -> filter -> map(tokenize) -> to_parquet (HF tokenizers for BPE)."""
     import datasets
 
     datasets.disable_progress_bars()
-    encoder = Tokenizer(tokenizer)
+    encoder = Tokenizer(tokenizer) if tokenizer.kind == "bytes" else HFEncoder(tokenizer.path or "")
     wanted = set(DOMAINS)
     start = time.perf_counter()
     # Projection: HF datasets has no type for the curated map<string, float> columns.
@@ -87,6 +97,18 @@ def bench_peer(part: Path, out_dir: Path, tokenizer: TokenizerSpec) -> tuple[flo
     return seconds, sum(ds["n_tokens"])
 
 
+class HFEncoder:
+    """HF tokenizers' ``encode_batch``, the peer for BPE (midmix's Tokenizer would use the fast encoder)."""
+
+    def __init__(self, path: str):
+        from tokenizers import Tokenizer as HFTokenizer
+
+        self.hf = HFTokenizer.from_file(path)
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [encoding.ids for encoding in self.hf.encode_batch(texts, add_special_tokens=False)]
+
+
 def bench_materialize(size: int, root: Path, bpe: bool, repeats: int) -> None:
     data_dir = root / f"x{size}"
     start = time.perf_counter()
@@ -100,15 +122,11 @@ def bench_materialize(size: int, root: Path, bpe: bool, repeats: int) -> None:
           f"(written in {made:.1f} s; catalog sync {synced:.2f} s)", flush=True)  # fmt: skip
     runs = [("bytes", TokenizerSpec(), data_dir, part)]
     if bpe and size == 1:
-        # Curation counts n_tokens with the mixture's tokenizer, so the budget is in BPE tokens.
-        texts = ([t[:4000] for t in batch] for batch in dataset_texts(part.parent.parent, ["data/part-00000.parquet"]))
-        path = root / "bpe-4096.json"
-        train_tokenizer(texts, 4096, path)
-        bpe_spec = TokenizerSpec(kind="hf", path=str(path))
+        bpe_spec = train_bpe(root, data_dir, 32000)
         bpe_dir = root / f"x{size}-bpe"
         bpe_dataset = write_sample_dataset(bpe_dir, SAMPLE, repeat=size, tokenizer=bpe_spec)
         Catalog(bpe_dir).sync()
-        runs.append(("bpe-4096", bpe_spec, bpe_dir, bpe_dir / "datasets" / bpe_dataset["version"] / "data" / "part-00000.parquet"))
+        runs.append(("bpe-32k", bpe_spec, bpe_dir, bpe_dir / "datasets" / bpe_dataset["version"] / "data" / "part-00000.parquet"))
     for label, tokenizer, run_dir, run_part in runs:
         # Best of `repeats`, alternating, so a burst of load on a shared machine hits both sides alike.
         ours, peer = [], []
@@ -119,6 +137,58 @@ def bench_materialize(size: int, root: Path, bpe: bool, repeats: int) -> None:
         print(f"tokenizer {label}: midmix materialize_mixture {ours_tokens:,} tokens in {ours_s:.2f} s = "
               f"{ours_tokens / ours_s / 1e6:.2f} M tok/s | peer datasets filter+sort+map+to_parquet {peer_tokens:,} tokens "
               f"in {peer_s:.2f} s = {peer_tokens / peer_s / 1e6:.2f} M tok/s | speedup x{peer_s / ours_s:.2f}", flush=True)  # fmt: skip
+
+
+def train_bpe(root: Path, data_dir: Path, vocab_size: int) -> TokenizerSpec:
+    """A byte-level BPE trained by the ``midmix tokenizer train`` command on the curated dataset in ``data_dir``."""
+    path = root / f"bpe-{vocab_size}.json"
+    if not path.is_file():
+        subprocess.run([sys.executable, "-m", "midmix", "tokenizer", "train", "--dataset", "latest", "--vocab-size",
+                        str(vocab_size), "--out", str(path), "--data-dir", str(data_dir)], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    return TokenizerSpec(kind="hf", path=str(path))
+
+
+def version_bytes(version_dir: Path) -> dict[str, str]:
+    return {p.relative_to(version_dir).as_posix(): sha256_file(p) for p in sorted(version_dir.rglob("*")) if p.is_file()}
+
+
+def bench_bpe_build(root: Path, vocab_size: int, task_counts: list[int], size: int) -> None:
+    """The encoder against HF encode_batch on the build's texts, then the build with each task count."""
+    bytes_dir = root / "bpe-build-bytes"
+    if not bytes_dir.exists():
+        write_sample_dataset(bytes_dir, SAMPLE)
+    start = time.perf_counter()
+    spec_tokenizer = train_bpe(root, bytes_dir, vocab_size)  # on the sample corpus, whatever the size
+    data_dir = root / f"bpe-build-x{size}"
+    dataset = write_sample_dataset(data_dir, SAMPLE, repeat=size, tokenizer=spec_tokenizer)
+    Catalog(data_dir).sync()
+    print(f"\n## BPE build, corpus x{size}: {vocab_size:,}-token BPE by `midmix tokenizer train` (+ recount) in {time.perf_counter() - start:.1f} s; "
+          f"{dataset['counts']['docs']:,} docs, {dataset['counts']['tokens']:,} BPE tokens", flush=True)  # fmt: skip
+    part = data_dir / "datasets" / dataset["version"] / "data" / "part-00000.parquet"
+    table = pq.read_table(part, columns=["text", "domain"])
+    texts = [t for t, d in zip(table.column("text").to_pylist(), table.column("domain").to_pylist()) if d in DOMAINS]
+    batches = [texts[i : i + 1024] for i in range(0, min(len(texts), 6000), 1024)]  # the first 6,000 docs at most
+    result = compare_with_hf(Path(spec_tokenizer.path or "").read_text(encoding="utf-8"), batches)
+    hf_rate, fast_rate = result["tokens"] / result["hf_cpu_s"], result["tokens"] / result["fast_cpu_s"]
+    print(f"encoder on the build's {result['docs']:,} docs ({result['tokens']:,} tokens): HF tokenizers encode_batch "
+          f"{hf_rate / 1e6:.2f} M tok/CPU-s ({result['hf_cpu_s']:.2f} CPU-s) | midmix fast encoder {fast_rate / 1e6:.2f} M tok/CPU-s "
+          f"({result['fast_cpu_s']:.2f} CPU-s) | x{fast_rate / hf_rate:.2f} | docs with other ids: {result['mismatched_docs']} "
+          f"| {result['reason']}", flush=True)  # fmt: skip
+    with Catalog(data_dir) as catalog:
+        probe = plan_mixture(parse_spec(selection_spec(1, spec_tokenizer)), catalog, strict=False)
+    spec = parse_spec(selection_spec(probe.phases[0].components[0].available_tokens, spec_tokenizer))
+    reference = None
+    for tasks in task_counts:
+        start, start_cpu = time.perf_counter(), time.process_time()
+        manifest = materialize_mixture(spec, data_dir, executor=LocalExecutor(tasks=tasks))
+        wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+        version_dir = data_dir / "mixtures" / manifest["version"]
+        files = version_bytes(version_dir)
+        reference = reference or files
+        tokens = manifest["phases"][0]["tokens"]
+        print(f"materialize_mixture, {tasks} task(s): {tokens:,} tokens in {wall:.2f} s wall = {tokens / wall / 1e6:.2f} M tok/s "
+              f"(driver CPU {cpu:.2f} s) | same bytes as the first run: {files == reference}", flush=True)  # fmt: skip
+        shutil.rmtree(version_dir)
 
 
 def write_stats_dataset(data_dir: Path, docs: int) -> None:
@@ -203,11 +273,16 @@ def main() -> None:
     parser.add_argument("--plan-docs", type=int, default=1_000_000)
     parser.add_argument("--bpe", action="store_true", help="also compare with a trained BPE tokenizer (size 1)")
     parser.add_argument("--repeats", type=int, default=3, help="best-of-N timing for each side")
+    parser.add_argument("--bpe-build", action="store_true", help="32k BPE build: encoder vs HF, 1 and 2 tasks")
+    parser.add_argument("--build-tasks", type=int, nargs="*", default=[1, 2])
+    parser.add_argument("--bpe-build-sizes", type=int, nargs="*", default=[1, 10], help="corpus multiples for --bpe-build")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="midmix-bench-") as tmp:
         root = Path(tmp)
         for size in args.sizes:
             bench_materialize(size, root, args.bpe, args.repeats)
+        for size in args.bpe_build_sizes if args.bpe_build else []:
+            bench_bpe_build(root, 32000, args.build_tasks, size)
         if args.plan_docs:
             bench_planner(args.plan_docs, root)
 

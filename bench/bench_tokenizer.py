@@ -16,55 +16,22 @@ process's, all threads (HF encodes on every core).
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from tokenizers import Regex, normalizers, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers.models import BPE
 
-from midmix.pipelines.tokenizer_fast import SPLIT_PATTERNS, compare_with_hf
+from midmix.pipelines.tokenizer_fast import compare_with_hf
 from midmix.pipelines.tokenizer_train import dataset_texts
 from midmix.resources import SAMPLE_CORPUS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.sample_dataset import write_sample_dataset  # noqa: E402
+from tests.tokenizer_styles import train_style  # noqa: E402
 
-LLAMA3, QWEN2 = list(SPLIT_PATTERNS)
 STYLES = ("midmix", "roberta", "llama3", "qwen2", "neox")
-
-
-def train_style(style: str, texts: list[str], vocab_size: int, out: Path) -> None:
-    """A byte-level BPE in the configuration of ``style`` (never downloaded: trained on ``texts``)."""
-    tokenizer = HFTokenizer(BPE())
-    split = {"llama3": LLAMA3, "qwen2": QWEN2}.get(style)
-    if split:
-        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(split), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ])  # fmt: skip
-    else:
-        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=style == "roberta")
-    if style in ("qwen2", "neox"):
-        tokenizer.normalizer = normalizers.NFC()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)  # fmt: skip
-    tokenizer.train_from_iterator(texts, trainer=trainer)
-    if style == "llama3":
-        config = json.loads(tokenizer.to_str())
-        config["model"]["ignore_merges"] = True
-        tokenizer = HFTokenizer.from_str(json.dumps(config))
-        tokenizer.add_special_tokens([f"<|reserved_special_token_{i}|>" for i in range(250)])
-    if style == "qwen2":
-        tokenizer.add_special_tokens(["<|im_start|>", "<|im_end|>"])
-    if style == "neox":
-        from tokenizers import AddedToken
-
-        tokenizer.add_tokens([AddedToken(" " * n, normalized=True) for n in range(2, 25)])
-    tokenizer.save(str(out))
 
 
 def main() -> None:
@@ -86,7 +53,7 @@ def main() -> None:
                                 "--vocab-size", str(args.vocab_size), "--out", str(path), "--data-dir", str(root / "data")],
                                check=True, stdout=subprocess.DEVNULL)  # fmt: skip
             else:
-                train_style(style, texts, args.vocab_size, path)
+                train_style(style, texts, args.vocab_size, special_tokens=250).save(str(path))
             batches = [texts[i : i + 1024] for i in range(0, len(texts), 1024)]
             result = compare_with_hf(path.read_text(encoding="utf-8"), batches)
             hf_rate = result["tokens"] / result["hf_cpu_s"]

@@ -9,7 +9,9 @@ from midmix.cli import add_data_dir_argument
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Attach the ``datasets`` group to the ``midmix`` parser."""
-    datasets = subparsers.add_parser("datasets", help="list curated dataset versions, push them to a store, pull them back")
+    datasets = subparsers.add_parser(
+        "datasets", help="list curated dataset versions, push them to a store, pull them back"
+    )
     actions = datasets.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="published dataset versions, newest first")
     add_data_dir_argument(listing)
@@ -50,5 +52,7 @@ def pull_command(args: argparse.Namespace) -> int:
     from midmix.pipelines.mirror import pull_version
 
     manifest = pull_version(args.data_dir, "datasets", args.version, args.url)
-    print(f"dataset {args.version}: {len(manifest.get('files') or [])} files in {args.data_dir / 'datasets' / args.version}")
+    print(
+        f"dataset {args.version}: {len(manifest.get('files') or [])} files in {args.data_dir / 'datasets' / args.version}"
+    )
     return 0

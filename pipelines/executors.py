@@ -23,9 +23,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
+from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -53,7 +55,9 @@ class RayExecutor(_Strict):
     tasks: int = Field(1, ge=1)
     workers: int = Field(-1, ge=-1)
     cpus_per_task: int = Field(1, ge=1)
-    retries: int = Field(2, ge=0, description="times a failed task is run again (datatrove also resubmits dead workers)")
+    retries: int = Field(
+        2, ge=0, description="times a failed task is run again (datatrove also resubmits dead workers)"
+    )
 
 
 class SlurmExecutor(_Strict):
@@ -101,7 +105,9 @@ def in_process(spec: ExecutorSpec, tasks: int) -> bool:
     return spec.kind == "local" and (spec.workers == 1 or tasks == 1)
 
 
-def datatrove_executor(spec: ExecutorSpec, pipeline: list, tasks: int, logging_dir: Path, depends: Any, name: str) -> Any:
+def datatrove_executor(
+    spec: ExecutorSpec, pipeline: list, tasks: int, logging_dir: Path, depends: Any, name: str
+) -> Any:
     """The configured datatrove executor for one stage; the only executor-specific construction."""
     if spec.kind == "local":
         workers = min(spec.workers if spec.workers != -1 else tasks, tasks)
@@ -138,13 +144,11 @@ def datatrove_executor(spec: ExecutorSpec, pipeline: list, tasks: int, logging_d
 class PoolLocalExecutor(LocalPipelineExecutor):
     """datatrove's local executor whose pool survives a dead worker: its tasks fail, the rest go on.
 
-    In-process runs (one worker) keep datatrove's loop; a failing task stops that attempt and the
-    next attempt (``run_stages``) resumes after the completed ones.
+    One worker runs the tasks in this process, one after the other; a failing task stops that
+    attempt and the next attempt (``run_stages``) resumes after the completed ones.
     """
 
     def run(self):
-        if self.workers == 1 or self.tasks == 1:
-            return super().run()
         if self.depends is not None:
             if not self.depends._launched:
                 self.depends.run()
@@ -155,8 +159,20 @@ class PoolLocalExecutor(LocalPipelineExecutor):
         if not ranks:
             return None
         self.save_executor_as_json()
+        if self.workers == 1 or len(ranks) == 1:
+            pipeline = self.pipeline
+            for rank in ranks:  # in this process (no manager process, unlike datatrove's loop)
+                self.pipeline = deepcopy(pipeline)
+                try:
+                    self._run_for_rank(rank)
+                finally:
+                    self.pipeline = pipeline
+            return None
         errors = []
         context = multiprocessing.get_context("forkserver")
+        # Workers fork from a server that has imported the steps' modules (datatrove, pyarrow, the
+        # tokenizers) once, instead of importing them in every worker; only effective before its first use.
+        context.set_forkserver_preload(sorted({type(step).__module__ for step in self.pipeline}))
         with ProcessPoolExecutor(max_workers=min(self.workers, len(ranks)), mp_context=context) as pool:
             futures = [pool.submit(self._run_for_rank, rank) for rank in ranks]
             for future in as_completed(futures):
@@ -191,6 +207,7 @@ def _run_with_retries(spec: ExecutorSpec, stage: Stage, logging_dir: Path) -> No
     from loguru import logger
 
     error: BaseException | None = None
+    started = time.perf_counter()
     for attempt in range(spec.retries + 1):
         executor = datatrove_executor(spec, stage.pipeline, stage.tasks, logging_dir, None, stage.name)
         try:
@@ -201,9 +218,14 @@ def _run_with_retries(spec: ExecutorSpec, stage: Stage, logging_dir: Path) -> No
             error = failure
         incomplete = executor.get_incomplete_ranks(range(stage.tasks))
         if not incomplete:
+            logger.info(
+                f"midmix: stage {stage.name}: {stage.tasks} tasks done in {time.perf_counter() - started:.2f} s"
+            )
             return
         if attempt < spec.retries:
-            logger.warning(f"midmix: stage {stage.name}: tasks {incomplete} failed ({type(error).__name__ if error else 'see task logs'}); running them again ({attempt + 1}/{spec.retries})")
+            logger.warning(
+                f"midmix: stage {stage.name}: tasks {incomplete} failed ({type(error).__name__ if error else 'see task logs'}); running them again ({attempt + 1}/{spec.retries})"
+            )
     detail = f"{type(error).__name__}: {error}" if error else _last_error_line(logging_dir)
     raise StageFailed(
         f"stage {stage.name}: {len(incomplete)} of {stage.tasks} tasks still failing after {spec.retries} retries "

@@ -67,7 +67,9 @@ def pull_version(data_dir: Path, kind: Kind, version: str, url: str) -> dict:
         raise NotFoundError(f"{version!r} is not a version name")
     location = store_location(url, kind, version)
     if not storage.exists(f"{location}/manifest.json"):
-        raise NotFoundError(f"no {_NOUNS[kind]} {version!r} in {url} (no {location}/manifest.json); push it with `midmix {kind} push`")
+        raise NotFoundError(
+            f"no {_NOUNS[kind]} {version!r} in {url} (no {location}/manifest.json); push it with `midmix {kind} push`"
+        )
     with storage.open_file(f"{location}/manifest.json") as handle:
         body = handle.read()
     manifest = json.loads(body)
@@ -77,6 +79,8 @@ def pull_version(data_dir: Path, kind: Kind, version: str, url: str) -> dict:
             target.parent.mkdir(parents=True, exist_ok=True)
             storage.fetch_file(f"{location}/{relative}", target)
             if storage.sha256(target) != sha256:
-                raise MidmixError(f"{location}/{relative} does not match its manifest's sha256; the store copy is damaged")
+                raise MidmixError(
+                    f"{location}/{relative} does not match its manifest's sha256; the store copy is damaged"
+                )
         (staging / "manifest.json").write_bytes(body)
     return manifest

@@ -90,9 +90,13 @@ def _pre_tokenizer_problems(pre: dict | None) -> tuple[list[str], str | None, bo
     problems = []
     pattern = (split.get("pattern") or {}).get("Regex")
     if pattern not in SPLIT_PATTERNS:
-        problems.append(f"Split regex {pattern!r} is not one of the verified patterns ({', '.join(SPLIT_PATTERNS.values())})")
+        problems.append(
+            f"Split regex {pattern!r} is not one of the verified patterns ({', '.join(SPLIT_PATTERNS.values())})"
+        )
     if split.get("behavior") != "Isolated" or split.get("invert"):
-        problems.append(f"Split behavior {split.get('behavior')} (invert {split.get('invert')}); only Isolated is supported")
+        problems.append(
+            f"Split behavior {split.get('behavior')} (invert {split.get('invert')}); only Isolated is supported"
+        )
     if byte_level.get("use_regex", True) or byte_level.get("add_prefix_space"):
         problems.append("the ByteLevel step after Split must have use_regex: false and add_prefix_space: false")
     return problems, pattern, False
@@ -204,7 +208,9 @@ def _tables(model: dict, added: set[str]) -> _Tables:
     made = {char for char in bytes_to_unicode().values()} | {left + right for left, right in pairs}
     orphans = [token for token in vocab if token not in made and token not in added]
     if orphans and model.get("ignore_merges"):
-        problems.append(f"ignore_merges is on and {len(orphans)} vocabulary tokens are made by no merge (e.g. {orphans[0]!r})")
+        problems.append(
+            f"ignore_merges is on and {len(orphans)} vocabulary tokens are made by no merge (e.g. {orphans[0]!r})"
+        )
     return _Tables(ranks, rank_to_id, tuple(problems))
 
 
@@ -315,7 +321,10 @@ def fast_path(tokenizer_json: str) -> FastPath:
             return FastPath(None, f"self-check: ids differ from HF tokenizers on {text[:40]!r}")
     pattern = _pre_tokenizer_problems(config["pre_tokenizer"])[1]
     style = "GPT-2" if pattern == GPT2_PATTERN else SPLIT_PATTERNS[pattern]
-    return FastPath(encoder, f"tiktoken: byte-level BPE, {style} regex, {len(tables.rank_to_id) - 256:,} merges re-derived, self-check passed")
+    return FastPath(
+        encoder,
+        f"tiktoken: byte-level BPE, {style} regex, {len(tables.rank_to_id) - 256:,} merges re-derived, self-check passed",
+    )
 
 
 def compare_with_hf(tokenizer_json: str, batches: Iterable[list[str]]) -> dict:

@@ -92,7 +92,7 @@ def write_sample_dataset(
     table = pa.Table.from_pylist([_row(doc, n) for doc, n in zip(docs, counts)], schema=CURATED_SCHEMA)
     with publishing(final) as staging:
         (staging / "data").mkdir()
-        pq.write_table(table, staging / "data" / "part-00000.parquet", compression="zstd")
+        pq.write_table(table, staging / "data" / "part-00000.parquet", compression="zstd", row_group_size=1024)  # as curation writes them
         manifest = _manifest(version, corpus, docs, counts, tok, staging)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
     return manifest

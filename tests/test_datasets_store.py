@@ -134,9 +134,13 @@ def test_the_service_lists_serves_and_builds_from_a_store_only_dataset(curated, 
     try:
         assert [d["version"] for d in httpx.get(f"{service.url}/datasets").json()] == [version]
         served = httpx.get(f"{service.url}/datasets/{version}")
-        assert served.status_code == 200 and served.json() == json.loads((data_dir / "datasets" / version / "manifest.json").read_text())
+        assert served.status_code == 200 and served.json() == json.loads(
+            (data_dir / "datasets" / version / "manifest.json").read_text()
+        )
         with MidmixClient(service.url, retries=0) as client:
-            job = client.wait(client.build(json.loads(json.dumps(SPEC).replace("DATASET", version)))["id"], poll=0.2, timeout=120)
+            job = client.wait(
+                client.build(json.loads(json.dumps(SPEC).replace("DATASET", version)))["id"], poll=0.2, timeout=120
+            )
         assert job["state"] == "succeeded", job
         assert (tmp_path / "empty" / "datasets" / version / "manifest.json").is_file()
         assert (tmp_path / "empty" / "mixtures" / job["result"] / "manifest.json").is_file()

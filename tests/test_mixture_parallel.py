@@ -48,7 +48,11 @@ def _spec() -> dict:
 
 
 def _files(version_dir: Path) -> dict[str, str]:
-    return {p.relative_to(version_dir).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(version_dir.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(version_dir).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(version_dir.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _build(data_dir: Path, executor: LocalExecutor) -> tuple[dict, dict[str, str]]:
@@ -60,7 +64,7 @@ def _build(data_dir: Path, executor: LocalExecutor) -> tuple[dict, dict[str, str
 @pytest.fixture
 def small_units(monkeypatch):
     """Units of 100 documents, so every stage has more units than tasks (units never change the bytes)."""
-    monkeypatch.setattr(build, "ENCODE_UNIT_ROWS", 100)
+    monkeypatch.setattr(build, "MIN_UNIT_DOCS", 100)
 
 
 @pytest.fixture(scope="module")

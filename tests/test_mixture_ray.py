@@ -23,11 +23,13 @@ pytestmark = pytest.mark.slow  # starts a Ray head and its workers
 
 
 def test_a_ray_build_gives_the_same_bytes_as_a_local_one(ray_cluster, tmp_path, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(build, "ENCODE_UNIT_ROWS", 200)  # several units per task
+    monkeypatch.setattr(build, "MIN_UNIT_DOCS", 200)  # several units per task
     write_sample_dataset(tmp_path / "local", SAMPLE_CORPUS, limit=1200)
     shutil.copytree(tmp_path / "local" / "datasets", tmp_path / "ray" / "datasets")
     local = materialize_mixture(parse_spec(_spec()), tmp_path / "local", executor=LocalExecutor(tasks=1))
     on_ray = materialize_mixture(parse_spec(_spec()), tmp_path / "ray", executor=RayExecutor(kind="ray", tasks=2))
     assert on_ray == local
-    assert _files(tmp_path / "ray" / "mixtures" / local["version"]) == _files(tmp_path / "local" / "mixtures" / local["version"])
+    assert _files(tmp_path / "ray" / "mixtures" / local["version"]) == _files(
+        tmp_path / "local" / "mixtures" / local["version"]
+    )
     assert not list((tmp_path / "ray" / ".staging").glob("build-*"))

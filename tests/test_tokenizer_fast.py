@@ -16,16 +16,15 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-from tokenizers import AddedToken, Regex, normalizers, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import pre_tokenizers
 from tokenizers.models import BPE, WordPiece
 
 from midmix.pipelines.tokenizer import Tokenizer, TokenizerSpec
-from midmix.pipelines.tokenizer_fast import GPT2_PATTERN, SPLIT_PATTERNS, fast_path
+from midmix.pipelines.tokenizer_fast import fast_path
 from midmix.pipelines.tokenizer_train import train_tokenizer
 from midmix.resources import SAMPLE_CORPUS
-
-LLAMA3, QWEN2 = list(SPLIT_PATTERNS)
+from tests.tokenizer_styles import STYLES, train_style
 
 
 @pytest.fixture(scope="module")
@@ -51,37 +50,6 @@ def code_points() -> list[str]:
     return ["".join(f"a{c}b {c}{c}1{c}2{c}'s\n" for c in chars[i : i + 256]) for i in range(0, len(chars), 256)]
 
 
-def _train(corpus: list[dict], style: str, vocab_size: int = 2000) -> HFTokenizer:
-    tokenizer = HFTokenizer(BPE())
-    split = {"llama3": LLAMA3, "qwen2": QWEN2}.get(style)
-    if split:
-        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(split), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ])  # fmt: skip
-    else:
-        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=style == "roberta")
-    if style in ("qwen2", "neox"):
-        tokenizer.normalizer = normalizers.NFC()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator([doc["text"][:2000] for doc in corpus[::8]], trainer=trainer)
-    if style == "llama3":
-        config = json.loads(tokenizer.to_str())
-        config["model"]["ignore_merges"] = True
-        tokenizer = HFTokenizer.from_str(json.dumps(config))
-        tokenizer.add_special_tokens([f"<|reserved_special_token_{i}|>" for i in range(8)] + ["<|eot_id|>"])
-    if style == "qwen2":
-        tokenizer.add_special_tokens(["<|im_start|>", "<|im_end|>"])
-    if style == "neox":
-        tokenizer.add_tokens([AddedToken(" " * n, normalized=True) for n in (2, 4, 8)] + [AddedToken("|||EMAIL|||")])
-    return tokenizer
-
-
 def _compare(hf: HFTokenizer, texts: list[str]) -> list[int]:
     """Indices of texts whose fast ids differ from HF's."""
     path = fast_path(hf.to_str())
@@ -92,12 +60,10 @@ def _compare(hf: HFTokenizer, texts: list[str]) -> list[int]:
     return [i for i, (want, have) in enumerate(zip(expected, got)) if want != have.tolist()]
 
 
-STYLES = ("gpt2", "roberta", "llama3", "qwen2", "neox")
-
-
 @pytest.fixture(scope="module")
 def trained(corpus) -> dict[str, HFTokenizer]:
-    return {style: _train(corpus, style) for style in STYLES}
+    texts = [doc["text"][:2000] for doc in corpus[::8]]
+    return {style: train_style(style, texts, 2000) for style in STYLES}
 
 
 @pytest.mark.parametrize("style", STYLES)

@@ -17,12 +17,10 @@ A config file (YAML or JSON) lists only what differs from the defaults, for exam
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from midmix.config_files import read_mapping_file, validate_model
-from midmix.pipelines.executors import LocalExecutor, RayExecutor, SlurmExecutor
 from midmix.pipelines.curation.languages import (
     ISO_639_1,
     NO_LANGUAGE,
@@ -31,6 +29,7 @@ from midmix.pipelines.curation.languages import (
     script_of_words,
     unknown_language_message,
 )
+from midmix.pipelines.executors import LocalExecutor, RayExecutor, SlurmExecutor
 from midmix.pipelines.tokenizer import TokenizerSpec
 from midmix.resources import HUMANEVAL
 

@@ -38,7 +38,8 @@ from midmix.pipelines.mixtures.sequence import epoch_sequence
 from midmix.pipelines.mixtures.shards import write_json
 from midmix.pipelines.mixtures.spec import ComponentSpec, MixtureSpec, PhaseSpec, slug
 from midmix.pipelines.mixtures.tasks import (
-    ENCODE_UNIT_ROWS,
+    MAX_UNITS,
+    MIN_UNIT_DOCS,
     BuildWork,
     EncodeUnits,
     PlanSequences,
@@ -199,8 +200,9 @@ def prepare_work(work: BuildWork, spec: MixtureSpec, inputs: BuildInputs, data_d
         tables.append(_part_rows(docs, index))
     table = pa.concat_tables(tables).sort_by([("dataset", "ascending"), ("file", "ascending"), ("row_index", "ascending"),
                                               ("part", "ascending"), ("rank", "ascending")])  # fmt: skip
+    table, units = encode_units(table)
     with atomic_path(work.rows) as temporary:
-        pq.write_table(table, temporary, row_group_size=ENCODE_UNIT_ROWS // 4, compression="zstd", compression_level=1)
+        pq.write_table(table, temporary, row_group_size=1024, compression="zstd", compression_level=1)
     spec_data = spec.model_dump(mode="json")
     tokenizer_info = tokenizer.describe() | {"path": None}
     if spec.tokenizer.kind == "hf":
@@ -214,7 +216,7 @@ def prepare_work(work: BuildWork, spec: MixtureSpec, inputs: BuildInputs, data_d
         "lineage": {"datasets": {v: {"models": inputs.models[v]} for v in plan.datasets}},
     }  # fmt: skip
     write_json(work.info_path, {"version": inputs.version, "data_dir": str(data_dir), "tokenizer": spec.tokenizer.model_dump(),
-                                "parts": parts, "units": encode_units(table), "manifest": manifest})  # fmt: skip
+                                "parts": parts, "units": units, "manifest": manifest})  # fmt: skip
 
 
 def _part_rows(docs: pa.Table, part: int) -> pa.Table:
@@ -227,16 +229,26 @@ def _part_rows(docs: pa.Table, part: int) -> pa.Table:
     })  # fmt: skip
 
 
-def encode_units(rows: pa.Table) -> list[dict]:
-    """Ranges of at most ENCODE_UNIT_ROWS distinct documents of one curated file, in storage order."""
+def encode_units(rows: pa.Table) -> tuple[pa.Table, list[dict]]:
+    """Number the distinct documents in storage order (``doc``) and cut them into encode units.
+
+    ``rows`` is sorted by (dataset, file, row_index); a unit is a run of documents, across file
+    boundaries, and records which parts it holds (so shards read only the units holding theirs).
+    """
+    keys = [rows.column(name).to_numpy(zero_copy_only=False) for name in ("dataset", "file", "row_index")]
+    new_doc = np.ones(rows.num_rows, dtype=bool)
+    if rows.num_rows:
+        new_doc[1:] = np.any([key[1:] != key[:-1] for key in keys], axis=0)
+    doc = np.cumsum(new_doc) - 1
+    docs = int(doc[-1]) + 1 if rows.num_rows else 0
+    size = max(MIN_UNIT_DOCS, -(-docs // MAX_UNITS))
+    part = rows.column("part").to_numpy()
     units = []
-    keys = rows.select(["dataset", "file", "row_index"]).group_by(["dataset", "file"]).aggregate([("row_index", "distinct")])
-    for dataset, file, row_indices in sorted(zip(*(keys.column(i).to_pylist() for i in range(3)))):
-        distinct = np.sort(np.asarray(row_indices, dtype=np.int64))
-        for begin in range(0, len(distinct), ENCODE_UNIT_ROWS):
-            chunk = distinct[begin : begin + ENCODE_UNIT_ROWS]
-            units.append({"dataset": dataset, "file": file, "first_row": int(chunk[0]), "last_row": int(chunk[-1])})
-    return units
+    for first in range(0, docs, size):
+        last = min(first + size, docs) - 1
+        inside = (doc >= first) & (doc <= last)
+        units.append({"first_doc": first, "last_doc": last, "parts": sorted(int(p) for p in np.unique(part[inside]))})
+    return rows.append_column("doc", pa.array(doc, pa.int64())), units
 
 
 def _phase_entry(plan: PhasePlan, phase: PhaseSpec) -> dict:

@@ -5,7 +5,7 @@ work folder, ``DATA/.staging/build-<version>/`` (``BuildWork``): which documents
 phase component, or an eval domain) takes and in which curriculum rank, the encode units, and for
 parts whose token counts are already exact, the row sequence. Then:
 
-1. **encode** (N tasks): one unit = a range of rows of one curated file, in storage order, so each
+1. **encode** (N tasks): one unit = a run of documents in storage order (curated file, row), so each
    text is read once (only its row groups) and each document is tokenized once however many parts
    take it. Out: ``encoded/unit-NNNNN.parquet`` (part, rank, ids, shard columns), sorted by (part, rank).
 2. **sequence** (1 task): each remaining part's row sequence from the real token counts (whole epochs,
@@ -39,9 +39,11 @@ from midmix.pipelines.mixtures.shards import SHARD_MAX_ROWS, read_texts, shard_t
 from midmix.pipelines.tokenizer import Tokenizer, TokenizerSpec
 from midmix.publish import atomic_path, publishing
 
-ENCODE_UNIT_ROWS = 4096
-"""Documents per encode unit: small enough that a 2-core machine splits the sample corpus, big enough
-that a 10^8-document mixture has ~25k units."""
+MIN_UNIT_DOCS = 1024
+MAX_UNITS = 1024
+"""Encode units hold max(MIN_UNIT_DOCS, docs / MAX_UNITS) documents: a few per task on small builds,
+and never more than ~1,024 units, because every shard reads its rows from each unit holding its part
+(units x shards reads; 10^8 documents: units of ~100k documents)."""
 _WORK_ROW_GROUP = 1024
 _ROW_COLUMNS = ("part", "rank", "dataset", "file", "row_index", "id", "source", "domain", "quality_score")
 
@@ -94,15 +96,20 @@ def _units_for(rank: int, world_size: int, count: int) -> range:
     return range(rank, count, world_size)
 
 
-class EncodeUnits(PipelineStep):
-    """Stage 1: tokenize each unit's documents once, in storage order."""
+class _BuildStep(PipelineStep):
+    """A build stage: reads and writes only the work folder, so it pickles small and runs anywhere."""
 
-    name = "encode"
     type = "🔢 - MIDMIX"
 
     def __init__(self, work: str, tick: Tick = None):
         super().__init__()
         self.work, self.tick = work, tick
+
+
+class EncodeUnits(_BuildStep):
+    """Stage 1: tokenize each unit's documents once, in storage order."""
+
+    name = "encode"
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         work = BuildWork(Path(self.work))
@@ -122,17 +129,27 @@ def encode_unit(work: BuildWork, data_dir: Path, unit: dict, tokenizer: Tokenize
     """Read and tokenize one unit's documents; write (part, rank, ids, shard columns) sorted by part, rank."""
     rows = pq.read_table(
         work.rows,
-        columns=list(_ROW_COLUMNS),
-        filters=[("dataset", "==", unit["dataset"]), ("file", "==", unit["file"]),
-                 ("row_index", ">=", unit["first_row"]), ("row_index", "<=", unit["last_row"])],  # fmt: skip
-    ).sort_by([("row_index", "ascending"), ("part", "ascending"), ("rank", "ascending")])
-    row_index = rows.column("row_index").to_numpy()
-    unique_rows, first = np.unique(row_index, return_index=True)
-    texts = read_texts(data_dir / "datasets" / unit["dataset"] / unit["file"], unique_rows)
-    ids = encode_arrow(tokenizer, texts)
+        columns=["doc", *_ROW_COLUMNS],
+        filters=[("doc", ">=", unit["first_doc"]), ("doc", "<=", unit["last_doc"])],
+    )
+    doc = rows.column("doc").to_numpy()
+    unique_docs, first = np.unique(doc, return_index=True)
+    # Texts file by file, in storage order (rows.parquet is sorted by dataset, file, row): each read once.
+    firsts = rows.take(pa.array(first, pa.int64()))
+    keys = list(zip(firsts.column("dataset").to_pylist(), firsts.column("file").to_pylist()))
+    row_index = firsts.column("row_index").to_numpy()
+    texts, begin = [], 0
+    while begin < len(keys):
+        end = begin
+        while end < len(keys) and keys[end] == keys[begin]:
+            end += 1
+        dataset, file = keys[begin]
+        texts.append(read_texts(data_dir / "datasets" / dataset / file, row_index[begin:end]))
+        begin = end
+    ids = encode_arrow(tokenizer, pa.chunked_array(texts, pa.string()))
     # A document several parts take is encoded once and repeated for each of them.
-    expand = np.searchsorted(unique_rows, row_index)
-    input_ids = ids.take(pa.array(expand, pa.int64())) if len(expand) != len(unique_rows) else ids
+    expand = np.searchsorted(unique_docs, doc)
+    input_ids = ids.take(pa.array(expand, pa.int64())) if len(expand) != len(unique_docs) else ids
     table = pa.table({
         "part": rows.column("part"), "rank": rows.column("rank"),
         "n_tokens": pc.list_value_length(input_ids).cast(pa.int32()), "input_ids": input_ids,
@@ -143,15 +160,10 @@ def encode_unit(work: BuildWork, data_dir: Path, unit: dict, tokenizer: Tokenize
         pq.write_table(table, temporary, row_group_size=_WORK_ROW_GROUP, compression="zstd", compression_level=1)
 
 
-class PlanSequences(PipelineStep):
+class PlanSequences(_BuildStep):
     """Stage 2 (one task): row sequences of the parts whose token counts were not exact, and the shard layout."""
 
     name = "sequence"
-    type = "🔢 - MIDMIX"
-
-    def __init__(self, work: str):
-        super().__init__()
-        self.work = work
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         work = BuildWork(Path(self.work))
@@ -159,7 +171,7 @@ class PlanSequences(PipelineStep):
             return
         info = work.info()
         pending = [i for i in range(len(info["parts"])) if not work.sequence(i).is_file()]
-        counts = _token_counts(work, len(info["units"]), pending, info["parts"])
+        counts = _token_counts(work, info["units"], pending, info["parts"])
         for i in pending:
             part = info["parts"][i]
             available = int(counts[i].sum())
@@ -179,12 +191,14 @@ class PlanSequences(PipelineStep):
         yield
 
 
-def _token_counts(work: BuildWork, units: int, parts: list[int], info_parts: list[dict]) -> dict[int, np.ndarray]:
+def _token_counts(
+    work: BuildWork, units: list[dict], parts: list[int], info_parts: list[dict]
+) -> dict[int, np.ndarray]:
     """Per part, tokens of each of its documents by rank, from the encoded units."""
     counts = {i: np.zeros(info_parts[i]["docs"], dtype=np.int64) for i in parts}
-    if not parts:
-        return counts
-    for unit in range(units):
+    for unit, described in enumerate(units):
+        if not set(described["parts"]) & set(parts):
+            continue
         table = pq.read_table(work.encoded(unit), columns=["part", "rank", "n_tokens"], filters=[("part", "in", parts)])
         part, rank, n_tokens = (table.column(c).to_numpy() for c in ("part", "rank", "n_tokens"))
         for i in np.unique(part):
@@ -193,26 +207,22 @@ def _token_counts(work: BuildWork, units: int, parts: list[int], info_parts: lis
     return counts
 
 
-class WriteShards(PipelineStep):
+class WriteShards(_BuildStep):
     """Stage 3: each shard's rows gathered from the encoded units in sequence order, then written."""
 
     name = "write"
-    type = "🔢 - MIDMIX"
-
-    def __init__(self, work: str, tick: Tick = None):
-        super().__init__()
-        self.work, self.tick = work, tick
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         work = BuildWork(Path(self.work))
-        units = len(work.info()["units"])
+        units = work.info()["units"]
         shards = json.loads(work.layout_path.read_text(encoding="utf-8"))["shards"]
         for index in _units_for(rank, world_size, len(shards)):
             shard = shards[index]
             entry_path = work.shard_entry(shard["path"])
             if not entry_path.is_file():
                 sequence = np.load(work.sequence(shard["part"]), mmap_mode="r")[shard["begin"] : shard["end"]]
-                table = shard_table(gather_rows(work, units, shard["part"], np.asarray(sequence)))
+                holding = [u for u, unit in enumerate(units) if shard["part"] in unit["parts"]]
+                table = shard_table(gather_rows(work, holding, shard["part"], np.asarray(sequence)))
                 write_json(entry_path, write_shard(table, work.shard(shard["path"]), shard["path"]))
             if self.tick:
                 self.tick("write", len(shards))
@@ -220,15 +230,15 @@ class WriteShards(PipelineStep):
         yield
 
 
-def gather_rows(work: BuildWork, units: int, part: int, sequence: np.ndarray) -> pa.Table:
-    """The encoded rows of ``part`` at ranks ``sequence``, in that order (ranks may repeat)."""
+def gather_rows(work: BuildWork, units: list[int], part: int, sequence: np.ndarray) -> pa.Table:
+    """The encoded rows of ``part`` at ranks ``sequence`` (from ``units``, those holding it), in that order."""
     needed = np.unique(sequence)
     # Contiguous stretches of needed ranks: one range filter each, pruned by row-group statistics.
     breaks = np.flatnonzero(np.diff(needed) > _WORK_ROW_GROUP) + 1
     ranges = [(int(run[0]), int(run[-1])) for run in np.split(needed, breaks)] if len(needed) else []
     filters = [[("part", "==", part), ("rank", ">=", low), ("rank", "<=", high)] for low, high in ranges]
     columns = ["rank", "input_ids", "id", "source", "domain", "quality_score"]
-    tables = [pq.read_table(work.encoded(unit), columns=columns, filters=filters) for unit in range(units)] if filters else []
+    tables = [pq.read_table(work.encoded(unit), columns=columns, filters=filters) for unit in units] if filters else []
     if not tables:
         return _no_rows()
     found = pa.concat_tables(tables)
@@ -245,15 +255,14 @@ def _no_rows() -> pa.Table:
                      "quality_score": pa.array([], pa.float32())})  # fmt: skip
 
 
-class PublishMixture(PipelineStep):
+class PublishMixture(_BuildStep):
     """Stage 4 (one task): the manifest from the skeleton and the written shards; publish the version."""
 
     name = "publish"
-    type = "🔢 - MIDMIX"
 
     def __init__(self, work: str, final: str):
-        super().__init__()
-        self.work, self.final = work, final
+        super().__init__(work)
+        self.final = final
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         work, final = BuildWork(Path(self.work)), Path(self.final)
@@ -285,7 +294,9 @@ def finish_manifest(work: BuildWork, info: dict, shards: dict[int, list[dict]]) 
         written = shards.get(i, [])
         if part["eval"]:
             if written:
-                manifest["eval"][part["name"]] = {key: written[0][key] for key in ("path", "sha256", "bytes", "rows", "tokens")}
+                manifest["eval"][part["name"]] = {
+                    key: written[0][key] for key in ("path", "sha256", "bytes", "rows", "tokens")
+                }
             continue
         sequence = np.load(work.sequence(i), mmap_mode="r")
         available = json.loads(work.stats(i).read_text(encoding="utf-8"))["available_tokens"]
