@@ -14,6 +14,7 @@ from midmix.hashing import sha256_file
 from midmix.pipelines.catalog import Catalog
 from midmix.pipelines.curation.schema import SHARD_ROW_GROUP_ROWS, SHARD_SCHEMA
 from midmix.pipelines.mixtures.build import materialize_mixture, mixture_version
+from midmix.pipelines.mixtures.sequence import REPEAT_SPREAD, curriculum_sequence
 from midmix.pipelines.mixtures.diff import diff_mixtures
 from midmix.pipelines.mixtures.plan import plan_mixture
 from midmix.pipelines.mixtures.spec import parse_spec
@@ -88,18 +89,37 @@ def test_budgets_are_met_within_one_document_and_shards_match_the_manifest(data_
     assert json.loads((version_dir / "manifest.json").read_text()) == manifest
 
 
-def test_upsampled_component_repeats_whole_epochs_in_curriculum_order_then_a_partial_epoch(data_dir):
+def test_upsampled_component_keeps_its_curriculum_over_all_repeats(data_dir):
+    """2.5 epochs of a quality-ordered component: every document 2 or 3 times, and the whole
+    sequence (not each epoch) rises in quality: no saw-tooth that restarts the curriculum."""
     manifest = materialize_mixture(parse_spec(_spec()), data_dir)
     math = manifest["phases"][1]["components"][0]
     rows = _rows(data_dir / "mixtures" / manifest["version"], math)
-    unique = math["unique_docs"]
-    first, second, rest = rows["doc_id"][:unique], rows["doc_id"][unique : 2 * unique], rows["doc_id"][2 * unique :]
-    assert 2 < math["epochs"] < 3 and len(set(first)) == unique
-    assert second == first
-    assert 0 < len(rest) < unique and [d for d in first if d in set(rest)] == rest
-    assert rows["quality"][:unique] == sorted(rows["quality"][:unique])
-    assert math["thresholds"]["quality.fasttext_hq"] <= min(rows["quality"])
+    assert 2 < math["epochs"] < 3
+    assert math["epochs"] == round(math["realized_tokens"] / math["available_tokens"], 6)
     assert Counter(Counter(rows["doc_id"]).values()).keys() == {2, 3}
+    assert rows["quality"] == sorted(rows["quality"])  # few documents: the copies of each are side by side
+    assert math["thresholds"]["quality.fasttext_hq"] <= min(rows["quality"])
+
+
+def test_repeats_spread_around_their_curriculum_place_and_shuffled_components_repeat_by_epoch():
+    counts = np.array([2, 3] * 500)  # 1,000 documents in curriculum order, 2.5 epochs
+    keyed = curriculum_sequence(counts, keyed=True)
+    assert np.bincount(keyed).tolist() == counts.tolist()
+    spread = REPEAT_SPREAD * len(counts)
+    places = np.arange(len(keyed)) * len(counts) / len(keyed)  # where the curriculum puts each position
+    assert np.abs(keyed - places).max() <= spread + 2  # never more than the spread off the curriculum
+    first, last = {}, {}
+    for position, row in enumerate(keyed.tolist()):
+        first.setdefault(row, position)
+        last[row] = position
+    gaps = np.array([last[row] - first[row] for row in range(len(counts))]) / (counts - 1)
+    # A document comes back after about 3% of the component (positions run 2.5x faster than places);
+    # near the ends, where copies cannot go further out, after at least half that.
+    assert np.median(gaps) >= spread * 2.5 * 0.9 and gaps.min() >= spread * 2.5 * 0.45
+    shuffled = curriculum_sequence(counts, keyed=False)
+    assert shuffled[:1000].tolist() == list(range(1000)) and shuffled[1000:2000].tolist() == list(range(1000))
+    assert shuffled[2000:].tolist() == list(range(1, 1000, 2))
 
 
 def test_eval_documents_never_enter_training_shards(data_dir):
@@ -224,3 +244,34 @@ def test_diff_reports_token_changes_and_documents_added_and_removed(data_dir):
     assert math["docs_added"] == sorted(ids(b) - ids(a)) and len(math["docs_added"]) > 0
     assert math["docs_removed"] == sorted(ids(a) - ids(b))
     assert by_name["qa"]["docs_added"] == sorted(set(_rows(data_dir / "mixtures" / b["version"], b["phases"][0]["components"][2])["doc_id"]))
+
+
+def test_schedules_length_buckets_and_rope_scaling_reach_the_manifest(data_dir):
+    spec = _spec()
+    stable = spec["phases"][0]
+    stable["components"][0]["weight"] = {"shape": "linear", "points": [[0, 0.8], [1, 0.6]]}
+    stable["components"][1]["weight"] = {"shape": "linear", "points": [[0, 0.2], [1, 0.4]]}
+    spec["phases"][1] = {
+        "name": "long", "token_budget": 60_000, "seq_len": 4096, "rope_scaling": {"factor": 4},
+        "length_buckets": [{"min_tokens": 2048, "max_tokens": 1_000_000, "weight": 0.75},
+                           {"min_tokens": 256, "max_tokens": 2048, "weight": 0.25}],
+        "components": [{"name": "web", "datasets": ["latest"], "weight": 1.0, "max_epochs": 4,
+                        "select": {"column": "domain", "op": "in", "value": ["web", "academic"]}}],
+    }  # fmt: skip
+    manifest = materialize_mixture(parse_spec(spec), data_dir)
+    version_dir = data_dir / "mixtures" / manifest["version"]
+    web, code = manifest["phases"][0]["components"]
+    assert web["schedule"] == [{"start": 0.0, "end": 1.0, "from": 0.8, "to": 0.6}] and web["weight"] == pytest.approx(0.7)
+    assert code["target_tokens"] == 90_000
+    long = manifest["phases"][1]
+    assert long["rope_scaling"] == {"kind": "yarn", "factor": 4.0, "original_seq_len": 512, "beta_fast": 32.0, "beta_slow": 1.0}
+    component = long["components"][0]
+    rows = _rows(version_dir, component)
+    assert min(rows["n_tokens"]) >= 256  # nothing outside the buckets
+    long_tokens = sum(n for n in rows["n_tokens"] if n >= 2048)
+    buckets = component["buckets"]
+    assert [b["target_tokens"] for b in buckets] == [45_000, 15_000]
+    assert buckets[0]["realized_tokens"] == long_tokens and buckets[1]["realized_tokens"] == sum(rows["n_tokens"]) - long_tokens
+    assert abs(long_tokens / sum(rows["n_tokens"]) - 0.75) < 0.05
+    assert long["length_buckets"][0] == {"min_tokens": 2048, "max_tokens": 1_000_000, "weight": 0.75,
+                                         "target_tokens": 45_000, "realized_tokens": long_tokens}  # fmt: skip

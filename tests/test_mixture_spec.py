@@ -5,7 +5,7 @@ import json
 import pytest
 
 from midmix.errors import MidmixError
-from midmix.pipelines.mixtures.spec import effective_weights, load_spec, parse_spec
+from midmix.pipelines.mixtures.spec import effective_weights, load_spec, parse_spec, weight_segments
 
 
 def _spec(**phase_overrides) -> dict:
@@ -114,3 +114,89 @@ def test_selection_tree_checks_operators_against_column_types():
 def test_lr_fractions_must_sum_to_one():
     with pytest.raises(MidmixError, match=r"lr warmup \+ stable \+ decay must sum to 1, got 0\.9"):
         parse_spec(_spec(lr={"warmup": 0.1, "stable": 0.7, "decay": 0.1}))
+
+
+def _scheduled(math_points: list, web_points: list, shape: str = "linear", **phase) -> dict:
+    data = _spec(**phase)
+    data["phases"][0]["components"][0]["weight"] = {"shape": shape, "points": web_points}
+    data["phases"][0]["components"][1]["weight"] = {"shape": shape, "points": math_points}
+    return data
+
+
+def test_a_linear_schedule_gives_each_component_its_mean_weight():
+    spec = parse_spec(_scheduled([[0, 0.7], [1, 0.3]], [[0, 0.3], [1, 0.7]]))
+    assert effective_weights(spec.phases[0], False) == pytest.approx([0.5, 0.5])
+    math = weight_segments(spec.phases[0], False)[1]
+    assert [(s.start, s.end, s.begin, s.finish) for s in math] == [(0.0, 1.0, 0.7, 0.3)]
+
+
+def test_step_and_constant_weights_mix_on_the_union_of_breakpoints():
+    data = _spec()
+    data["phases"][0]["components"][0]["weight"] = {"shape": "step", "points": [[0, 0.8], [0.25, 0.5]]}
+    data["phases"][0]["components"][1]["weight"] = {"shape": "step", "points": [[0, 0.2], [0.25, 0.5]]}
+    spec = parse_spec(data)
+    web, math = weight_segments(spec.phases[0], False)
+    assert [(s.start, s.end, s.begin, s.finish) for s in web] == [(0.0, 0.25, 0.8, 0.8), (0.25, 1.0, 0.5, 0.5)]
+    assert effective_weights(spec.phases[0], False) == pytest.approx([0.8 * 0.25 + 0.5 * 0.75, 0.2 * 0.25 + 0.5 * 0.75])
+
+
+def test_a_schedule_not_summing_to_one_somewhere_names_the_phase_the_point_and_the_field(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(_scheduled([[0, 0.7], [0.5, 0.3]], [[0, 0.3], [1, 0.7]])))
+    with pytest.raises(MidmixError) as raised:
+        load_spec(path)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "phase 'stable': weights sum to 0.8 at 50% of the phase" in message
+    assert "fix components[].weight or set normalize_weights: true" in message
+    spec = parse_spec({**_scheduled([[0, 0.7], [0.5, 0.3]], [[0, 0.3], [1, 0.7]]), "normalize_weights": True})
+    web, math = weight_segments(spec.phases[0], True)
+    assert all(abs(w.begin + m.begin - 1) < 1e-12 and abs(w.finish + m.finish - 1) < 1e-12 for w, m in zip(web, math))
+
+
+@pytest.mark.parametrize(
+    ("points", "problem"),
+    [([[0.1, 0.5]], "first point must be at 0"), ([[0, 0.5], [0.5, 0.2], [0.4, 0.3]], "strictly increasing"),
+     ([[0, 0.5], [1.5, 0.5]], "strictly increasing"), ([[0, -0.5]], "finite numbers >= 0")],
+)
+def test_malformed_schedule_points_name_the_field(points, problem):
+    with pytest.raises(MidmixError, match=rf"phases\.0\.components\.0\.weight\..*{problem}"):
+        parse_spec(_scheduled([[0, 0.5]], points))
+
+
+def _long_phase(**overrides) -> dict:
+    phase = {"name": "long", "token_budget": 1000, "seq_len": 4096, "components": [
+        {"name": "books", "datasets": ["latest"], "weight": 1.0}]}  # fmt: skip
+    phase.update(overrides)
+    return phase
+
+
+def test_length_buckets_must_be_disjoint_shares():
+    spec = parse_spec({"name": "demo", "phases": [_long_phase(length_buckets=[
+        {"min_tokens": 16384, "max_tokens": 32768, "weight": 0.75}, {"min_tokens": 4096, "max_tokens": 16384, "weight": 0.25},
+    ])]})  # fmt: skip
+    assert [b.weight for b in spec.phases[0].length_buckets] == [0.75, 0.25]
+    with pytest.raises(MidmixError, match=r"phase 'long': length_buckets weights sum to 0\.9, not 1"):
+        parse_spec({"name": "demo", "phases": [_long_phase(length_buckets=[
+            {"min_tokens": 16384, "max_tokens": 32768, "weight": 0.65}, {"min_tokens": 0, "max_tokens": 16384, "weight": 0.25},
+        ])]})  # fmt: skip
+    with pytest.raises(MidmixError, match=r"phase 'long': length_buckets \[0, 20000\) and \[16384, 32768\) overlap"):
+        parse_spec({"name": "demo", "phases": [_long_phase(length_buckets=[
+            {"min_tokens": 16384, "max_tokens": 32768, "weight": 0.5}, {"min_tokens": 0, "max_tokens": 20000, "weight": 0.5},
+        ])]})  # fmt: skip
+
+
+def test_yarn_needs_a_longer_seq_len_than_the_context_it_extends():
+    short = {"name": "stable", "token_budget": 1000, "seq_len": 4096,
+             "components": [{"name": "web", "datasets": ["latest"], "weight": 1.0}]}  # fmt: skip
+    spec = parse_spec({"name": "d", "phases": [short, _long_phase(seq_len=16384, rope_scaling={"factor": 4})]})
+    assert spec.phases[1].rope_scaling.factor == 4
+    with pytest.raises(MidmixError) as raised:
+        parse_spec({"name": "d", "phases": [short, _long_phase(seq_len=4096, rope_scaling={"factor": 4})]})
+    message = str(raised.value)
+    assert "phase 'long': rope_scaling.factor 4 needs a seq_len longer than the context it extends" in message
+    assert "seq_len 4096 is not above 4096" in message and "\n" not in message
+    with pytest.raises(MidmixError, match=r"phase 'long': rope_scaling needs original_seq_len in the first phase"):
+        parse_spec({"name": "d", "phases": [_long_phase(rope_scaling={"factor": 4})]})
+    with pytest.raises(MidmixError, match=r"rope_scaling\.factor: Input should be greater than 1"):
+        parse_spec({"name": "d", "phases": [short, _long_phase(seq_len=16384, rope_scaling={"factor": 1})]})

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from midmix.cli import main
 from midmix.errors import MidmixError, NotFoundError
 from midmix.pipelines.catalog import Catalog
 from midmix.pipelines.mixtures.plan import plan_mixture
@@ -180,3 +181,78 @@ def test_a_document_in_several_listed_datasets_counts_once(tmp_path):
     assert plans[(small, large)].available_docs == plans[(large,)].available_docs > plans[(small,)].available_docs
     assert plans[(small, large)].available_tokens == plans[(large,)].available_tokens
     assert plans[(small, large)].datasets == [small, large]
+
+
+def _two_components(budget: int = 200_000, **phase) -> dict:
+    return {"name": "m", "phases": [{"name": "p", "token_budget": budget, "seq_len": 2048, "components": [
+        {"name": "web", "datasets": ["latest"], "weight": 0.5, "select": {"column": "domain", "op": "==", "value": "web"}},
+        {"name": "code", "datasets": ["latest"], "weight": 0.5, "select": {"column": "domain", "op": "==", "value": "code"}},
+    ], **phase}]}  # fmt: skip
+
+
+def test_a_schedule_asks_each_component_for_its_mean_weight_and_is_planned(sample_dir):
+    spec = _two_components()
+    spec["phases"][0]["components"][0]["weight"] = {"shape": "linear", "points": [[0, 0.7], [1, 0.3]]}
+    spec["phases"][0]["components"][1]["weight"] = {"shape": "step", "points": [[0, 0.3], [0.5, 0.5], [1, 0.7]]}
+    # Just before 0.5 the linear weight is 0.5 and the step still 0.3: they sum to 0.8 there.
+    with Catalog(sample_dir) as catalog, pytest.raises(MidmixError, match=r"weights sum to 0\.8 at 50% of the phase \(just before it\)"):
+        plan_mixture(parse_spec(spec), catalog)
+    spec["phases"][0]["components"][1]["weight"] = {"shape": "linear", "points": [[0, 0.3], [1, 0.7]]}
+    with Catalog(sample_dir) as catalog:
+        phase = plan_mixture(parse_spec(spec), catalog).phases[0]
+    web, code = phase.components
+    assert (web.requested_tokens, code.requested_tokens) == (100_000, 100_000)
+    assert web.schedule == [{"start": 0.0, "end": 1.0, "from": 0.7, "to": 0.3}]
+    assert code.schedule == [{"start": 0.0, "end": 1.0, "from": 0.3, "to": 0.7}]
+
+
+def test_length_buckets_split_every_component_and_count_each_bucket(sample_dir):
+    buckets = [{"min_tokens": 4096, "max_tokens": 1_000_000, "weight": 0.75}, {"min_tokens": 500, "max_tokens": 4096, "weight": 0.25}]
+    with Catalog(sample_dir) as catalog:
+        phase = plan_mixture(parse_spec(_two_components(budget=100_000, length_buckets=buckets)), catalog).phases[0]
+    documents = pq.read_table(list((sample_dir / "datasets").glob("*/data"))[0], columns=["domain", "n_tokens"]).to_pydict()
+    long_web = [n for d, n in zip(documents["domain"], documents["n_tokens"]) if d == "web" and n >= 4096]
+    long_web = (len(long_web), sum(long_web))
+    assert phase.length_buckets == buckets
+    web = phase.components[0]
+    assert [b.requested_tokens for b in web.buckets] == [37_500, 12_500]
+    assert (web.buckets[0].available_docs, web.buckets[0].available_tokens) == tuple(long_web)
+    assert web.available_tokens == sum(b.available_tokens for b in web.buckets)
+
+
+def test_a_length_bucket_no_document_fits_names_phase_bucket_and_component(sample_dir):
+    buckets = [{"min_tokens": 10_000_000, "max_tokens": 20_000_000, "weight": 0.5}, {"min_tokens": 0, "max_tokens": 4096, "weight": 0.5}]
+    with Catalog(sample_dir) as catalog, pytest.raises(MidmixError) as raised:
+        plan_mixture(parse_spec(_two_components(length_buckets=buckets)), catalog)
+    message = str(raised.value)
+    assert message.startswith(
+        "phase 'p': length_buckets[0] (10000000-20000000 tokens), component 'web': no selected document is that long"
+    )
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"components": 0, "weight": {"shape": "step", "points": [[0, 0.5], [0.5, 0.2]]}},
+         "phase 'p': weights sum to 0.7 at 50% of the phase, not 1; fix components[].weight"),
+        ({"length_buckets": [{"min_tokens": 10_000_000, "max_tokens": 20_000_000, "weight": 1.0}]},
+         "phase 'p': length_buckets[0] (10000000-20000000 tokens), component 'web': no selected document is that long"),
+        ({"rope_scaling": {"factor": 4, "original_seq_len": 2048}},
+         "phase 'p': rope_scaling.factor 4 needs a seq_len longer than the context it extends"),
+    ],
+)
+def test_bad_schedule_bucket_or_yarn_is_one_cli_line_and_writes_nothing(sample_dir, tmp_path, capsys, change, expected):
+    spec = _two_components()
+    if "components" in change:
+        spec["phases"][0]["components"][change["components"]]["weight"] = change["weight"]
+    else:
+        spec["phases"][0].update(change)
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    before = sorted(p.name for p in (sample_dir / "mixtures").iterdir()) if (sample_dir / "mixtures").exists() else []
+    assert main(["build", str(path), "--data-dir", str(sample_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("midmix build: error: ") and expected in err and err.count("\n") == 1
+    after = sorted(p.name for p in (sample_dir / "mixtures").iterdir()) if (sample_dir / "mixtures").exists() else []
+    assert after == before and not any(name.startswith("mix-") for name in after)

@@ -117,6 +117,7 @@ class ServedMixture:
     """The real service app on uvicorn in a thread, serving ``data_dir`` on a free loopback port."""
 
     def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         app = create_app(ServiceSettings(data_dir=data_dir))
@@ -212,6 +213,16 @@ def test_run_trains_every_phase_with_schedule_eval_and_shares(uninterrupted):
     # Decoded shards, laid-out streams and the blend order live in the cache folder, under its cap.
     decoded = run_dir.parent / "cache" / "decoded"
     assert any(decoded.glob("stream-*.npy")) and any(decoded.glob("*.ids.npy")) and any(decoded.glob("order-*.npy"))
+
+
+def test_a_local_data_directory_trains_the_same_without_the_service(served, uninterrupted, tmp_path):
+    """``data_dir`` (hosts without the service, e.g. the GPU check): same files, same run."""
+    full_dir, _ = uninterrupted
+    config = run_config("http://127.0.0.1:9", tmp_path / "local", data_dir=served.data_dir, phases=["stable"])
+    train(config)
+    assert [r["loss"] for r in step_records(tmp_path / "local")] == [r["loss"] for r in step_records(full_dir)[:6]]
+    with pytest.raises(NotFoundError, match="mixture version 'mix-nope' is not in"):
+        train(run_config("http://127.0.0.1:9", tmp_path / "missing", data_dir=served.data_dir, mixture="mix-nope"))
 
 
 def test_loss_falls_on_repeated_data(served, tmp_path):

@@ -21,10 +21,14 @@ SPEC = {
         {"name": "stable", "token_budget": 60_000, "seq_len": 64, "rope_theta": 10000.0,
          "curriculum": {"key": "none", "seed": 1}, "lr": {"warmup": 0.25, "stable": 0.75, "decay": 0.0},
          "components": [
-             {"name": "web", "datasets": ["latest"], "weight": 0.7, "select": {"column": "domain", "op": "==", "value": "web"}},
-             {"name": "code", "datasets": ["latest"], "weight": 0.3, "select": {"column": "domain", "op": "==", "value": "code"}},
+             {"name": "web", "datasets": ["latest"], "weight": {"shape": "linear", "points": [[0, 0.8], [1, 0.6]]},
+              "select": {"column": "domain", "op": "==", "value": "web"}},
+             {"name": "code", "datasets": ["latest"], "weight": {"shape": "linear", "points": [[0, 0.2], [1, 0.4]]},
+              "select": {"column": "domain", "op": "==", "value": "code"}},
          ]},
-        {"name": "long", "token_budget": 30_000, "seq_len": 128, "rope_theta": 200000.0,
+        {"name": "long", "token_budget": 30_000, "seq_len": 128, "rope_theta": 10000.0, "rope_scaling": {"factor": 2},
+         "length_buckets": [{"min_tokens": 600, "max_tokens": 100_000, "weight": 0.75},
+                            {"min_tokens": 0, "max_tokens": 600, "weight": 0.25}],
          "lr": {"warmup": 0.0, "stable": 0.0, "decay": 1.0, "shape": "cosine", "final_lr_ratio": 0.0},
          "components": [{"name": "math", "datasets": ["latest"], "weight": 1.0, "max_epochs": 4,
                          "select": {"column": "domain", "op": "==", "value": "math"}}]},
@@ -76,6 +80,12 @@ def test_midmix_train_on_a_built_and_served_mixture(built, tmp_path, capsys):
     # 4 steps x 8 sequences x 64 tokens, less the EOS tokens of the documents they cover.
     assert 4 * 8 * 64 - 20 < stable_end["shares"]["tokens"] <= 4 * 8 * 64
     assert (out / "training.png").is_file()
+    # The schedule drives the stable phase (web 80% -> 60%): the first window's target is about 80%.
+    first_window = next(r for r in records if r["kind"] == "step" and "shares" in r)["shares"]["components"]
+    assert first_window["web"]["target"] > 0.75
+    # The long phase trained with YaRN tables and reports its length buckets.
+    _, long_end = [r for r in records if r["kind"] == "phase_end"]
+    assert sorted(long_end["shares"]["buckets"]) == ["0-600", "600-100000"]
     # Every 3 steps and at both phase ends (3, 4, 6, 8); the newest 3 are kept.
     assert sorted(path.name for path in (out / "checkpoints").iterdir()) == [
         "step-00000004.pt", "step-00000006.pt", "step-00000008.pt",

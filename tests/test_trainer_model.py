@@ -12,6 +12,8 @@ from midmix.errors import MidmixError
 from midmix.lr import LrSegment
 from midmix.trainer.checkpoint import list_checkpoints, load_latest, save_checkpoint
 from midmix.trainer.config import TrainConfig, load_train_config
+from midmix.rope import RopeScaling
+from midmix.trainer.attention import DocumentLayout
 from midmix.trainer.model import Decoder, ModelConfig, check_seq_len, rotary_tables
 from midmix.trainer.schedule import PhaseLr, lr_at
 
@@ -212,3 +214,97 @@ def test_manifest_phase_lr_segment_is_read_or_refused_with_the_fix():
     assert phase_segment({"name": "stable", "lr": lr}) == LrSegment.wsd(0.1, 0.1, "cosine", 0.1)
     with pytest.raises(MidmixError, match="phase 'anneal' of the mixture has an invalid lr segment"):
         phase_segment({"name": "anneal", "lr": {"warmup": 0.5, "stable": 0.9, "decay": 0.0}})
+
+
+# --- document attention and RoPE scaling ------------------------------------------------------
+
+
+def _dense_reference(q, k, v, doc_ids):
+    """The dense-mask attention the kernels replace: causal and within the same document."""
+    length = doc_ids.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    mask = (doc_ids[:, :, None] == doc_ids[:, None, :]) & causal
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None])
+
+
+def test_varlen_attention_equals_the_dense_document_mask_forward_and_backward():
+    generator = torch.Generator().manual_seed(7)
+    doc_ids = torch.tensor([[0] * 5 + [1] * 9 + [2] * 18, [3] * 32, [4] * 9 + [5] * 5 + [6] * 18, [7] * 1 + [8] * 31])
+    q, k, v = (torch.randn(4, 2, 32, 8, generator=generator, requires_grad=True) for _ in range(3))
+    layout = DocumentLayout.build(doc_ids, "varlen")
+    assert sorted(group.shape[1] for group in layout.groups) == [1, 5, 9, 18, 31, 32]  # one call per run length
+    ours = layout.attend(q, k, v)
+    reference = _dense_reference(q, k, v, doc_ids)
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
+    weights = torch.randn(ours.shape, generator=generator)
+    ours_grads = torch.autograd.grad((ours * weights).sum(), (q, k, v))
+    reference_grads = torch.autograd.grad((reference * weights).sum(), (q, k, v))
+    for got, expected in zip(ours_grads, reference_grads):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_document_split_over_two_rows_is_two_runs():
+    doc_ids = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 2]])  # document 1 continues from row 0 into row 1
+    layout = DocumentLayout.build(doc_ids, "varlen")
+    runs = sorted(index.tolist() for group in layout.groups for index in group)
+    assert runs == [[0, 1], [2, 3], [4, 5, 6], [7]]
+
+
+def test_flex_block_mask_from_tile_ranges_matches_create_block_mask_and_varlen():
+    """Our O((L/128)^2) block mask has the tiles create_block_mask finds by evaluating all L^2 pairs,
+    and FlexAttention with it (forward; CPU has no backward) equals varlen attention."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    from midmix.trainer.attention import _block_mask
+
+    generator = torch.Generator().manual_seed(10)
+    for lengths in ([100, 156, 300, 468], [1, 127, 129, 255, 400]):
+        doc_ids = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))[None].repeat(2, 1)
+        doc_ids[1] = torch.repeat_interleave(torch.tensor([7, 8, 9]), torch.tensor([300, 300, sum(lengths) - 600]))
+        length = doc_ids.shape[1]
+        ours = _block_mask(doc_ids)
+        reference = create_block_mask(
+            lambda b, h, q, k: (q >= k) & (doc_ids[b, q] == doc_ids[b, k]), 2, None, length, length, device="cpu"
+        )
+        assert torch.equal(ours.kv_num_blocks, reference.kv_num_blocks)
+        assert torch.equal(ours.full_kv_num_blocks, reference.full_kv_num_blocks)
+        assert torch.equal(ours.to_dense(), reference.to_dense())
+        q, k, v = (torch.randn(2, 2, length, 16, generator=generator) for _ in range(3))
+        varlen = DocumentLayout.build(doc_ids, "varlen").attend(q, k, v)
+        torch.testing.assert_close(flex_attention(q, k, v, block_mask=ours), varlen, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_flex_attention_equals_varlen_on_cuda():
+    generator = torch.Generator().manual_seed(8)
+    doc_ids = torch.tensor([[0] * 100 + [1] * 156, [2] * 256]).cuda()
+    q, k, v = (torch.randn(2, 2, 256, 16, generator=generator).cuda() for _ in range(3))
+    flex = DocumentLayout.build(doc_ids, "flex").attend(q, k, v)
+    varlen = DocumentLayout.build(doc_ids, "varlen").attend(q, k, v)
+    torch.testing.assert_close(flex, varlen, rtol=2e-3, atol=2e-3)
+
+
+def test_yarn_keeps_fast_pairs_interpolates_slow_ones_and_scales_the_tables():
+    scaling = RopeScaling(factor=4, original_seq_len=64)
+    plain_cos, plain_sin = rotary_tables(10000.0, 32, 256)
+    cos, sin = rotary_tables(10000.0, 32, 256, scaling)
+    gain = 0.1 * math.log(4) + 1
+    # Pair 0 turns 64/(2 pi) = 10 times over 64 tokens: between beta_slow 1 and beta_fast 32, blended.
+    angle = torch.atan2(sin / gain, cos / gain)
+    plain_angle = torch.atan2(plain_sin, plain_cos)
+    torch.testing.assert_close(cos[:, 0] ** 2 + sin[:, 0] ** 2, torch.full((256,), gain**2))
+    # The slowest pair (turns << 1) is slowed 4x: its angle at position 4p equals the plain angle at p.
+    torch.testing.assert_close(angle[4 * 30, -1], plain_angle[30, -1], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(angle[:, 0], plain_angle[:, 0]) and not torch.allclose(angle[100, 0] * 4, plain_angle[100, 0])
+
+
+def test_set_rope_with_yarn_rebuilds_the_tables():
+    model = tiny_model()
+    ids = torch.randint(0, 50, (1, 16), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        plain = model(ids)
+        model.set_rope(10000.0, 16, RopeScaling(factor=2, original_seq_len=8))
+        scaled = model(ids)
+    cos, _ = rotary_tables(10000.0, 8, 16, RopeScaling(factor=2, original_seq_len=8))
+    assert torch.equal(model.rope_cos, cos)
+    assert not torch.allclose(plain, scaled)

@@ -49,6 +49,9 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     service: ServiceConfig = ServiceConfig()
+    data_dir: Path | None = Field(
+        default=None, description="read the mixture from this midmix data directory instead of the service (hosts without one)"
+    )
     mixture: str | None = Field(default=None, description="mixture version id, e.g. mix-1a2b3c4d5e6f7a8b (or --mixture)")
     cache: CacheConfig = CacheConfig()
     model: ModelConfig = ModelConfig()
@@ -126,6 +129,7 @@ def _anchor_paths(config: TrainConfig, base: Path) -> TrainConfig:
     return config.model_copy(
         update={
             "out_dir": anchored(config.out_dir),
+            "data_dir": anchored(config.data_dir),
             "cache": config.cache.model_copy(update={"dir": anchored(config.cache.dir)}),
             "checkpoint": config.checkpoint.model_copy(update={"dir": anchored(config.checkpoint.dir)}),
         }

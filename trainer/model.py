@@ -4,15 +4,18 @@ Readable top to bottom on purpose (nanoGPT's model.py is the bar). Two things ar
 mid-training on packed mixtures:
 
 * attention is masked per document (``doc_ids``): a packed sequence holds several documents and
-  a token must never attend to a different document than its own;
+  a token must never attend to a different document than its own (``trainer/attention.py``:
+  FlexAttention block masks on CUDA, variable-length SDPA by document elsewhere; no dense mask);
 * RoPE positions come from ``position_ids`` (reset at each document start) and the rotary base
-  ``theta`` can change between phases (long-context phases raise it), so the rotary cache is
-  rebuilt by :meth:`Decoder.set_rope` whenever a phase changes ``rope_theta`` or ``seq_len``.
+  ``theta`` can change between phases (long-context phases raise it, or scale the frequencies
+  with YaRN, ``midmix.rope``), so the rotary cache is rebuilt by :meth:`Decoder.set_rope`
+  whenever a phase changes ``rope_theta``, ``rope_scaling`` or ``seq_len``.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from midmix.errors import MidmixError
+from midmix.rope import RopeScaling
+from midmix.trainer.attention import DocumentLayout, default_kernel
 
 
 class ModelConfig(BaseModel):
@@ -37,6 +42,9 @@ class ModelConfig(BaseModel):
     tie_embeddings: bool = True
     norm_eps: float = Field(default=1e-5, gt=0)
     init_std: float = Field(default=0.02, gt=0)
+    attention: Literal["auto", "varlen", "flex"] = Field(
+        default="auto", description="document-masked attention kernel; auto: flex on CUDA, varlen elsewhere"
+    )
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ModelConfig":
@@ -68,11 +76,26 @@ class RMSNorm(nn.Module):
         return normed.type_as(x) * self.weight
 
 
-def rotary_tables(theta: float, head_dim: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin tables [seq_len, head_dim/2] for rotary position embeddings with base ``theta``."""
+def rotary_tables(
+    theta: float, head_dim: int, seq_len: int, scaling: RopeScaling | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables [seq_len, head_dim/2] for rotary position embeddings with base ``theta``.
+
+    With YaRN ``scaling`` a pair that turns fewer than ``beta_slow`` times over the original
+    context is slowed down ``factor`` times (interpolated), one that turns more than ``beta_fast``
+    times keeps its frequency, and the pairs between are blended linearly; both tables are then
+    multiplied by ``0.1 ln(factor) + 1``, which sharpens attention logits by its square.
+    """
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    gain = 1.0
+    if scaling is not None:
+        original = scaling.original_seq_len or seq_len
+        turns = original * inv_freq / (2 * math.pi)  # rotations of each pair over the original context
+        keep = ((turns - scaling.beta_slow) / (scaling.beta_fast - scaling.beta_slow)).clamp(0.0, 1.0)
+        inv_freq = inv_freq * keep + inv_freq / scaling.factor * (1 - keep)
+        gain = 0.1 * math.log(scaling.factor) + 1.0
     angles = torch.outer(torch.arange(seq_len, dtype=torch.float64), inv_freq)
-    return angles.cos().float(), angles.sin().float()
+    return (angles.cos() * gain).float(), (angles.sin() * gain).float()
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -83,7 +106,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class Attention(nn.Module):
-    """Multi-head causal self-attention through SDPA with a per-document mask."""
+    """Multi-head causal self-attention within documents (``trainer/attention.py``)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -91,11 +114,11 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
         self.out = nn.Linear(config.d_model, config.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: DocumentLayout) -> torch.Tensor:
         b, length, width = x.shape
         q, k, v = (t.view(b, length, self.n_heads, -1).transpose(1, 2) for t in self.qkv(x).split(width, dim=-1))
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = layout.attend(q, k, v)
         return self.out(y.transpose(1, 2).reshape(b, length, width))
 
 
@@ -122,17 +145,9 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(config.d_model, config.norm_eps)
         self.mlp = SwiGLU(config)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin, mask)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: DocumentLayout) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, layout)
         return x + self.mlp(self.mlp_norm(x))
-
-
-def document_mask(doc_ids: torch.Tensor) -> torch.Tensor:
-    """Boolean attention mask [b, 1, L, L]: causal and only within the same document."""
-    length = doc_ids.shape[1]
-    causal = torch.ones(length, length, dtype=torch.bool, device=doc_ids.device).tril()
-    same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]
-    return (same_doc & causal)[:, None]
 
 
 class Decoder(nn.Module):
@@ -156,6 +171,7 @@ class Decoder(nn.Module):
                 nn.init.normal_(proj.weight, std=config.init_std / math.sqrt(2 * config.n_layers))
         self.rope_theta = config.rope_theta
         self.rope_len = config.max_seq_len
+        self.rope_scaling: RopeScaling | None = None
         self._set_tables()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -163,17 +179,18 @@ class Decoder(nn.Module):
             nn.init.normal_(module.weight, std=self.config.init_std)
 
     def _set_tables(self) -> None:
-        cos, sin = rotary_tables(self.rope_theta, self.config.d_model // self.config.n_heads, self.rope_len)
+        cos, sin = rotary_tables(self.rope_theta, self.config.d_model // self.config.n_heads, self.rope_len, self.rope_scaling)
         device = self.embed.weight.device
         # Not persistent: the tables follow from (theta, seq_len), which the phase sets on resume.
         self.register_buffer("rope_cos", cos.to(device), persistent=False)
         self.register_buffer("rope_sin", sin.to(device), persistent=False)
 
-    def set_rope(self, theta: float, seq_len: int) -> None:
-        """Rebuild the rotary tables for a phase's ``rope_theta`` and ``seq_len`` (checked against max_seq_len)."""
+    def set_rope(self, theta: float, seq_len: int, scaling: RopeScaling | None = None) -> None:
+        """Rebuild the rotary tables for a phase's ``rope_theta``, ``rope_scaling`` and ``seq_len``
+        (checked against max_seq_len)."""
         check_seq_len(seq_len, self.config)
-        if (theta, seq_len) != (self.rope_theta, self.rope_len):
-            self.rope_theta, self.rope_len = float(theta), seq_len
+        if (theta, seq_len, scaling) != (self.rope_theta, self.rope_len, self.rope_scaling):
+            self.rope_theta, self.rope_len, self.rope_scaling = float(theta), seq_len, scaling
             self._set_tables()
 
     def forward(
@@ -192,10 +209,11 @@ class Decoder(nn.Module):
             doc_ids = torch.zeros_like(input_ids)
         cos = self.rope_cos[position_ids][:, None]
         sin = self.rope_sin[position_ids][:, None]
-        mask = document_mask(doc_ids)
+        kernel = default_kernel(input_ids.device) if self.config.attention == "auto" else self.config.attention
+        layout = DocumentLayout.build(doc_ids, kernel)  # once per pass, shared by every layer
         x = self.embed(input_ids)
         for block in self.blocks:
-            x = block(x, cos, sin, mask)
+            x = block(x, cos, sin, layout)
         return self.head(self.norm(x))
 
     def num_params(self) -> int:

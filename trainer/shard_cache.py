@@ -25,6 +25,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Iterable
 from concurrent.futures import Future
@@ -34,7 +35,7 @@ from typing import Protocol
 import numpy as np
 import pyarrow.parquet as pq
 
-from midmix.errors import MidmixError
+from midmix.errors import MidmixError, NotFoundError
 from midmix.hashing import sha256_file
 from midmix.publish import atomic_path, atomic_write_text
 
@@ -50,6 +51,29 @@ class VersionFiles(Protocol):
     def manifest(self, version: str) -> dict: ...
 
     def download(self, version: str, path: str, dest: Path) -> Path: ...
+
+
+class LocalVersions:
+    """Mixture versions read straight from a midmix data directory (``DATA/mixtures/<version>``):
+    the ``VersionFiles`` a host without the service trains from. The cache still checks sha256s."""
+
+    def __init__(self, data_dir: Path):
+        self.root = Path(data_dir) / "mixtures"
+
+    def manifest(self, version: str) -> dict:
+        path = self.root / version / _MANIFEST
+        if not path.is_file():
+            known = ", ".join(sorted(p.name for p in self.root.glob("mix-*"))) or "none"
+            raise NotFoundError(f"mixture version {version!r} is not in {self.root}; known: {known}")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def download(self, version: str, path: str, dest: Path) -> Path:
+        source = self.root / version / path
+        if not source.is_file():
+            raise MidmixError(f"{path} of {version} is missing from {self.root / version}")
+        with atomic_path(Path(dest)) as temporary:
+            shutil.copyfile(source, temporary)
+        return Path(dest)
 
 
 class ShardCache:

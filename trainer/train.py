@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from midmix.errors import MidmixError, NotFoundError
 from midmix.lr import LrSegment
 from midmix.mixture_manifest import phase_shards
+from midmix.rope import RopeScaling
 from midmix.service.client import MidmixClient
 from midmix.trainer.checkpoint import list_checkpoints, load_latest, restore_rng, rng_state, save_checkpoint
 from midmix.trainer.config import TrainConfig
@@ -42,7 +43,7 @@ from midmix.trainer.model import Decoder, check_seq_len
 from midmix.trainer.packing import IGNORE_INDEX, pack_documents
 from midmix.trainer.phase_stream import PhaseStream
 from midmix.trainer.schedule import PhaseLr, lr_at
-from midmix.trainer.shard_cache import ShardCache
+from midmix.trainer.shard_cache import LocalVersions, ShardCache
 
 Event = dict[str, Any]
 EventCallback = Callable[[Event], None]
@@ -139,7 +140,8 @@ def train(config: TrainConfig, progress: EventCallback | None = None) -> dict[st
 
 
 def start_runtime(device: str, precision: str = "auto") -> Runtime:
-    """Join the torchrun process group when WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU); pick device and precision."""
+    """Join the torchrun process group when launched by torchrun (nccl on CUDA, gloo on CPU; also
+    with one process, so a one-GPU run takes the same DDP path as many); pick device and precision."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -150,7 +152,7 @@ def start_runtime(device: str, precision: str = "auto") -> Runtime:
     torch_device = torch.device("cuda", local_rank) if device == "cuda" else torch.device("cpu")
     if torch_device.type == "cuda":
         torch.cuda.set_device(torch_device)
-    if world_size > 1:
+    if world_size > 1 or "TORCHELASTIC_RUN_ID" in os.environ:
         dist.init_process_group("nccl" if torch_device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
     bf16 = precision == "bf16" or (precision == "auto" and torch_device.type == "cuda")
     return Runtime(rank=rank, world_size=world_size, device=torch_device, bf16=bf16)
@@ -164,7 +166,11 @@ class Trainer:
             raise MidmixError("no mixture version to train on; set `mixture:` in the config or pass --mixture")
         self.config, self.runtime, self.progress, self.stop = config, runtime, progress, stop
         self.accumulation = config.accumulation_steps(runtime.world_size)
-        client = MidmixClient(config.service.url, config.service.token, retries=config.service.retries)
+        client = (
+            LocalVersions(config.data_dir)
+            if config.data_dir is not None
+            else MidmixClient(config.service.url, config.service.token, retries=config.service.retries)
+        )
         self.cache = ShardCache(client, config.mixture, config.cache_dir, config.cache.max_bytes)
         self.manifest = _main_first(runtime, self.cache.manifest)
         self.phases = select_phases(self.manifest, config.phases)
@@ -208,7 +214,7 @@ class Trainer:
         start = self.position.next_step if index == self.position.phase_index else 0
         shard_path = _main_first(self.runtime, lambda: resolve_shards(self.cache, phase))
         seq_len = int(phase["seq_len"])
-        self.model.set_rope(float(phase["rope_theta"]), seq_len)
+        self.model.set_rope(float(phase["rope_theta"]), seq_len, phase_rope_scaling(phase))
         stream = PhaseStream(
             phase, shard_path, seq_len, self.eos_id, config.global_batch_size, config.micro_batch_size,
             rank=self.runtime.rank, world_size=self.runtime.world_size, start_step=start,
@@ -377,7 +383,8 @@ def optimizer_step(
         inputs = {key: batch[key].to(device, non_blocking=True) for key in ("input_ids", "position_ids", "doc_ids")}
         targets = batch["targets"].to(device, non_blocking=True)
         last = index == len(micro_batches) - 1
-        sync = contextlib.nullcontext() if last or runtime.world_size == 1 else wrapped.no_sync()
+        ddp = isinstance(wrapped, DistributedDataParallel)
+        sync = wrapped.no_sync() if ddp and not last else contextlib.nullcontext()
         with sync:
             with runtime.autocast():
                 logits = wrapped(inputs["input_ids"], inputs["position_ids"], inputs["doc_ids"])
@@ -404,8 +411,8 @@ def _all_reduce_sum(value: torch.Tensor, runtime: Runtime) -> torch.Tensor:
 
 
 def _data_parallel(model: Decoder, runtime: Runtime) -> torch.nn.Module:
-    """DDP over the ranks when there are several; the bare model otherwise."""
-    if runtime.world_size == 1:
+    """DDP when the process group is up (torchrun, even with one rank); the bare model otherwise."""
+    if not dist.is_initialized():
         return model
     device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
     # Rotary tables are rebuilt identically on every rank, so DDP need not broadcast buffers.
@@ -442,6 +449,18 @@ def phase_segment(phase: dict) -> LrSegment:
         raise MidmixError(
             f"phase {phase['name']!r} of the mixture has an invalid lr segment ({error.errors()[0]['msg']}); "
             "set `lr:` in the training config to override it"
+        ) from error
+
+
+def phase_rope_scaling(phase: dict) -> RopeScaling | None:
+    """The YaRN settings a manifest phase carries, if any; a malformed entry names the phase."""
+    if not phase.get("rope_scaling"):
+        return None
+    try:
+        return RopeScaling.model_validate(phase["rope_scaling"])
+    except ValidationError as error:
+        raise MidmixError(
+            f"phase {phase['name']!r} of the mixture has invalid rope_scaling ({error.errors()[0]['msg']}); rebuild the mixture"
         ) from error
 
 

@@ -4,8 +4,8 @@ The version id is computed before building (content hash of the spec, resolved i
 versions, tokenizer hash and code version), so building an existing version is a no-op and the
 same inputs give the same bytes: no timestamps in files, fixed Parquet writer options, every order
 decided by data or seeded hashes. Shards hold exactly what is trained on: a component repeated
-for 2.5 epochs has its documents twice in curriculum order, then a deterministic half epoch
-(``sequence.py``).
+for 2.5 epochs has every document twice and a seeded half three times, keeping its curriculum
+over all repeats (``sequence.py``).
 
 The catalog is read once up front (plan plus each component's selected rows) and closed before
 the long part, so a build never holds the DuckDB file while it tokenizes and writes. What the
@@ -34,7 +34,7 @@ from midmix.pipelines.executors import ExecutorSpec, LocalExecutor, Stage, Stage
 from midmix.pipelines.mirror import pull_version
 from midmix.pipelines.mixtures.plan import ComponentPlan, MixturePlan, PhasePlan, plan_mixture
 from midmix.pipelines.mixtures.selection import EVAL_TABLE, order_sql, pool_sql, selection_sql
-from midmix.pipelines.mixtures.sequence import epoch_sequence
+from midmix.pipelines.mixtures.sequence import part_sequence
 from midmix.pipelines.mixtures.shards import write_json
 from midmix.pipelines.mixtures.spec import ComponentSpec, MixtureSpec, PhaseSpec, slug
 from midmix.pipelines.mixtures.tasks import (
@@ -51,7 +51,7 @@ from midmix.pipelines.tokenizer import Tokenizer
 from midmix.progress import ProgressCallback
 from midmix.publish import STAGING_DIR, atomic_copy, atomic_path
 
-BUILD_FORMAT = 1
+BUILD_FORMAT = 2
 """Bump when the bytes a spec produces change, so old and new builds get different versions."""
 
 _DOC_COLUMNS = ("dataset", "file", "row_index", "id", "source", "domain", "quality_score", "n_tokens")
@@ -177,19 +177,20 @@ def prepare_work(work: BuildWork, spec: MixtureSpec, inputs: BuildInputs, data_d
             docs = inputs.components[(phase.name, component_plan.name)]
             partial_order = np.argsort(docs.column("partial_key").to_numpy(zero_copy_only=False), kind="stable")
             index = len(parts)
+            part = {"eval": False, "phase": phase.name, "name": component_plan.name, "phase_index": p_index,
+                    "component_index": c_index, "stem": f"phases/{phase.name}/{component_plan.name}",
+                    "requested_tokens": component_plan.requested_tokens, "max_epochs": component.max_epochs,
+                    "keyed": phase.curriculum.key is not None, "buckets": _bucket_targets(component_plan)}  # fmt: skip
             if plan.tokens_exact:
                 # The catalog's counts are this tokenizer's: plan the rows first, encode only the documents used.
-                sequence = epoch_sequence(docs.column("n_tokens").to_numpy(), component_plan.requested_tokens, partial_order)
+                sequence, stats = part_sequence(docs.column("n_tokens").to_numpy(), part, partial_order)
                 used = np.unique(sequence)
                 docs = docs.take(pa.array(used, pa.int64()))
                 save_array(work.sequence(index), np.searchsorted(used, sequence))
-                write_json(work.stats(index), {"available_tokens": component_plan.available_tokens})
+                write_json(work.stats(index), stats)
             else:
                 save_array(work.partial_order(index), partial_order)
-            parts.append({"eval": False, "phase": phase.name, "name": component_plan.name, "phase_index": p_index,
-                          "component_index": c_index, "stem": f"phases/{phase.name}/{component_plan.name}",
-                          "docs": docs.num_rows, "requested_tokens": component_plan.requested_tokens,
-                          "max_epochs": component.max_epochs})  # fmt: skip
+            parts.append(part | {"docs": docs.num_rows})
             tables.append(_part_rows(docs, index))
     rows = inputs.eval_rows
     for domain in plan.eval if rows is not None else {}:
@@ -217,6 +218,12 @@ def prepare_work(work: BuildWork, spec: MixtureSpec, inputs: BuildInputs, data_d
     }  # fmt: skip
     write_json(work.info_path, {"version": inputs.version, "data_dir": str(data_dir), "tokenizer": spec.tokenizer.model_dump(),
                                 "parts": parts, "units": units, "manifest": manifest})  # fmt: skip
+
+
+def _bucket_targets(plan: ComponentPlan) -> list[dict]:
+    """A component's length buckets and their token targets (none when the phase has no buckets)."""
+    return [{"min_tokens": b.min_tokens, "max_tokens": b.max_tokens, "target_tokens": b.requested_tokens}
+            for b in plan.buckets or []]  # fmt: skip
 
 
 def _part_rows(docs: pa.Table, part: int) -> pa.Table:
@@ -253,23 +260,34 @@ def encode_units(rows: pa.Table) -> tuple[pa.Table, list[dict]]:
 
 def _phase_entry(plan: PhasePlan, phase: PhaseSpec) -> dict:
     """A phase's manifest entry; realized figures are filled in when the shards exist."""
-    return {
+    entry = {
         "name": plan.name, "index": plan.index, "token_budget": plan.token_budget, "seq_len": plan.seq_len,
         "rope_theta": plan.rope_theta, "lr": plan.lr, "reserved_general_ratio": plan.reserved_general_ratio,
         "curriculum": plan.curriculum, "tokens": 0, "docs": 0,
         "components": [_component_entry(c, spec) for c, spec in zip(plan.components, phase.components)],
     }  # fmt: skip
+    if plan.rope_scaling is not None:
+        entry["rope_scaling"] = plan.rope_scaling
+    if plan.length_buckets:  # realized tokens are filled in with the components'
+        entry["length_buckets"] = [
+            bucket | {"target_tokens": sum(c.buckets[number].requested_tokens for c in plan.components)}
+            for number, bucket in enumerate(plan.length_buckets)
+        ]
+    return entry
 
 
 def _component_entry(plan: ComponentPlan, component: ComponentSpec) -> dict:
     """A component's manifest entry; realized figures are filled in when the shards exist."""
-    return {
+    entry = {
         "name": plan.name, "weight": plan.weight, "target_tokens": plan.requested_tokens,
         "realized_tokens": 0, "docs": 0, "unique_docs": 0, "available_docs": plan.available_docs,
         "available_tokens": plan.available_tokens, "epochs": 0.0, "max_epochs": component.max_epochs,
         "general": plan.general, "datasets": plan.datasets, "selection": plan.selection,
         "thresholds": plan.thresholds, "shards": [],
     }  # fmt: skip
+    if plan.schedule is not None:
+        entry["schedule"] = plan.schedule
+    return entry
 
 
 def _selected_rows(

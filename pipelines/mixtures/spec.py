@@ -10,6 +10,14 @@ Weights and the reserved general share (documented choice):
 - ``normalize_weights: true``: weights are relative; general components are scaled to share
   ``reserved_general_ratio`` and the others ``1 - reserved_general_ratio``. Published recipes
   whose rounded shares sum to 100.01% belong here.
+- A weight may change over the phase (``{shape: linear, points: [[0, 0.7], [1, 0.3]]}``,
+  ``midmix.mixture_schedule``): the rules above then hold at both ends of every segment between
+  the phase's schedule points, and a component's share of the phase is the mean of its weight.
+
+Long-context phases may also set ``length_buckets`` (token shares by document length, e.g. 75%
+from documents of 16-32k tokens and 25% from 4-16k, as Qwen3 reports; each component is split
+the same way) and ``rope_scaling`` (YaRN, ``midmix.rope``), which needs a ``seq_len`` longer than
+the context it scales from.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from pydantic import (
 
 from midmix.config_files import read_mapping_file, validate_model
 from midmix.lr import LrSegment
+from midmix.mixture_schedule import SUM_TOLERANCE, Segment, Weight, WeightSchedule, integral, phase_segments
+from midmix.rope import RopeScaling
 from midmix.pipelines.curation.schema import SIGNAL_COLUMNS
 from midmix.pipelines.tokenizer import TokenizerSpec
 
@@ -113,14 +123,14 @@ class ComponentSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     datasets: list[str] = Field(min_length=1, description='curated dataset versions, or "latest"')
     select: Selection | None = None
-    weight: float
+    weight: float | WeightSchedule = Field(description="share of the phase's tokens, or a schedule of it over the phase")
     max_epochs: float = Field(default=4.0, gt=0, description="upsampling cap: times a document may repeat")
     general: bool = Field(default=False, description="counts toward the phase's reserved general (replay) share")
 
     @field_validator("weight")
     @classmethod
-    def _weight_is_a_share(cls, weight: float) -> float:
-        if not math.isfinite(weight) or weight < 0:
+    def _weight_is_a_share(cls, weight: Weight) -> Weight:
+        if not isinstance(weight, WeightSchedule) and (not math.isfinite(weight) or weight < 0):
             raise ValueError(f"weight must be a finite number >= 0, got {weight}")
         return weight
 
@@ -156,6 +166,20 @@ class EvalSplitSpec(_Strict):
         return self
 
 
+class LengthBucket(_Strict):
+    """A share of a long-context phase's tokens from documents of ``min_tokens <= n_tokens < max_tokens``."""
+
+    min_tokens: int = Field(ge=0)
+    max_tokens: int = Field(gt=0)
+    weight: float = Field(ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _range_is_not_empty(self) -> LengthBucket:
+        if self.max_tokens <= self.min_tokens:
+            raise ValueError(f"length bucket max_tokens {self.max_tokens} must be above min_tokens {self.min_tokens}")
+        return self
+
+
 class PhaseSpec(_Strict):
     """One training phase: a token budget split over components, plus trainer hints."""
 
@@ -166,6 +190,8 @@ class PhaseSpec(_Strict):
     curriculum: CurriculumSpec = CurriculumSpec()
     seq_len: int = Field(default=512, gt=0)
     rope_theta: float = Field(default=10000.0, gt=0)
+    rope_scaling: RopeScaling | None = None
+    length_buckets: list[LengthBucket] = Field(default_factory=list)
     lr: LrSegment = LrSegment()
 
     @model_validator(mode="after")
@@ -173,6 +199,22 @@ class PhaseSpec(_Strict):
         names = [component.name for component in self.components]
         if len(set(names)) != len(names):
             raise ValueError(f"phase '{self.name}': component names must be unique, got {names}")
+        return self
+
+    @model_validator(mode="after")
+    def _buckets_are_shares_of_disjoint_ranges(self) -> PhaseSpec:
+        buckets = sorted(self.length_buckets, key=lambda bucket: bucket.min_tokens)
+        if not buckets:
+            return self
+        total = sum(bucket.weight for bucket in buckets)
+        if abs(total - 1) > SUM_TOLERANCE:
+            raise ValueError(f"phase '{self.name}': length_buckets weights sum to {total:.6g}, not 1")
+        for low, high in zip(buckets, buckets[1:]):
+            if high.min_tokens < low.max_tokens:
+                raise ValueError(
+                    f"phase '{self.name}': length_buckets [{low.min_tokens}, {low.max_tokens}) and "
+                    f"[{high.min_tokens}, {high.max_tokens}) overlap"
+                )
         return self
 
 
@@ -192,6 +234,8 @@ class MixtureSpec(_Strict):
             raise ValueError(f"phase names must be unique, got {names}")
         for phase in self.phases:
             effective_weights(phase, self.normalize_weights)
+        for index, phase in enumerate(self.phases):
+            original_seq_len(self.phases, index)
         return self
 
     def dataset_refs(self) -> list[str]:
@@ -204,8 +248,31 @@ class MixtureSpec(_Strict):
 
 
 def effective_weights(phase: PhaseSpec, normalize: bool) -> list[float]:
-    """Each component's share of the phase's tokens; raises ValueError on inconsistent weights."""
-    weights = [component.weight for component in phase.components]
+    """Each component's share of the phase's tokens (the mean of its weight over the phase);
+    raises ValueError on inconsistent weights."""
+    return [integral(segments) for segments in weight_segments(phase, normalize)]
+
+
+def weight_segments(phase: PhaseSpec, normalize: bool) -> list[list[Segment]]:
+    """Each component's effective weight as segments over the phase (one segment when constant)."""
+    raw = phase_segments([component.weight for component in phase.components])
+    spans = [(segment.start, segment.end) for segment in raw[0]]
+    scheduled = len(spans) > 1 or any(isinstance(c.weight, WeightSchedule) for c in phase.components)
+    ends = []
+    for number, (start, end) in enumerate(spans):
+        at_start = f" at {start:.0%} of the phase" if scheduled else ""
+        at_end = f" at {end:.0%} of the phase (just before it)" if scheduled else ""
+        begins = _effective(phase, [segments[number].begin for segments in raw], normalize, at_start)
+        finishes = _effective(phase, [segments[number].finish for segments in raw], normalize, at_end)
+        ends.append((begins, finishes))
+    return [
+        [Segment(start, end, begins[c], finishes[c]) for (start, end), (begins, finishes) in zip(spans, ends)]
+        for c in range(len(phase.components))
+    ]
+
+
+def _effective(phase: PhaseSpec, weights: list[float], normalize: bool, at: str) -> list[float]:
+    """One point's weights made effective (checked, or normalised), per the module docstring."""
     general = [component.general for component in phase.components]
     ratio = phase.reserved_general_ratio
     general_sum = sum(w for w, g in zip(weights, general) if g)
@@ -214,19 +281,43 @@ def effective_weights(phase: PhaseSpec, normalize: bool) -> list[float]:
     if ratio > 0 and not any(general):
         raise ValueError(f"{where}: reserved_general_ratio is {ratio:g} but no component has general: true")
     if ratio == 0 and general_sum > 0:
-        raise ValueError(f"{where}: components with general: true have weight but reserved_general_ratio is 0")
+        raise ValueError(f"{where}: components with general: true have weight{at} but reserved_general_ratio is 0")
     if not normalize:
         total = general_sum + other_sum
         if abs(total - 1) > WEIGHT_TOLERANCE:
-            raise ValueError(f"{where}: weights sum to {total:.6g}, not 1; fix them or set normalize_weights: true")
+            field = "components[].weight" if at else "them"
+            raise ValueError(f"{where}: weights sum to {total:.6g}{at}, not 1; fix {field} or set normalize_weights: true")
         if abs(general_sum - ratio) > WEIGHT_TOLERANCE:
             raise ValueError(
-                f"{where}: general components' weights sum to {general_sum:.6g} but reserved_general_ratio is {ratio:g}"
+                f"{where}: general components' weights sum to {general_sum:.6g}{at} but reserved_general_ratio is {ratio:g}"
             )
         return weights
     if other_sum <= 0 or (ratio > 0 and general_sum <= 0):
-        raise ValueError(f"{where}: weights are all zero; give at least one component a positive weight")
+        raise ValueError(f"{where}: weights are all zero{at}; give at least one component a positive weight")
     return [w * (ratio / general_sum if g else (1 - ratio) / other_sum) for w, g in zip(weights, general)]
+
+
+def original_seq_len(phases: list[PhaseSpec], index: int) -> int | None:
+    """The context a phase's RoPE scaling extends (its own setting, else the previous phase's seq_len);
+    raises ValueError when the phase does not extend it."""
+    phase = phases[index]
+    scaling = phase.rope_scaling
+    if scaling is None:
+        return None
+    original = scaling.original_seq_len
+    if original is None:
+        if index == 0:
+            raise ValueError(
+                f"phase '{phase.name}': rope_scaling needs original_seq_len in the first phase (no phase before it)"
+            )
+        original = phases[index - 1].seq_len
+    if phase.seq_len <= original:
+        raise ValueError(
+            f"phase '{phase.name}': rope_scaling.factor {scaling.factor:g} needs a seq_len longer than the context it "
+            f"extends, but seq_len {phase.seq_len} is not above {original} (rope_scaling.original_seq_len, or the "
+            "previous phase's seq_len); raise seq_len or remove rope_scaling"
+        )
+    return original
 
 
 def parse_spec(data: object, source: str = "spec") -> MixtureSpec:

@@ -8,8 +8,9 @@ parts whose token counts are already exact, the row sequence. Then:
 1. **encode** (N tasks): one unit = a run of documents in storage order (curated file, row), so each
    text is read once (only its row groups) and each document is tokenized once however many parts
    take it. Out: ``encoded/unit-NNNNN.parquet`` (part, rank, ids, shard columns), sorted by (part, rank).
-2. **sequence** (1 task): each remaining part's row sequence from the real token counts (whole epochs,
-   then the partial epoch: ``sequence.epoch_sequence``), the epoch cap rechecked; the shard layout.
+2. **sequence** (1 task): each remaining part's row sequence from the real token counts (repeats
+   that keep the curriculum, per length bucket: ``sequence.part_sequence``), the epoch cap
+   rechecked; the shard layout.
 3. **write** (N tasks): one unit = one shard; its rows are gathered from the encoded units by rank
    (Parquet statistics skip the row groups of other parts and ranks) and written in sequence order.
 4. **publish** (1 task): shards linked into a staging folder, the manifest written last, renamed.
@@ -34,7 +35,7 @@ import pyarrow.parquet as pq
 from datatrove.pipeline.base import PipelineStep
 
 from midmix.pipelines.mixtures.encode import encode_arrow
-from midmix.pipelines.mixtures.sequence import check_epochs, epoch_sequence
+from midmix.pipelines.mixtures.sequence import part_sequence
 from midmix.pipelines.mixtures.shards import SHARD_MAX_ROWS, read_texts, shard_table, write_json, write_shard
 from midmix.pipelines.tokenizer import Tokenizer, TokenizerSpec
 from midmix.publish import atomic_path, publishing
@@ -173,12 +174,8 @@ class PlanSequences(_BuildStep):
         pending = [i for i in range(len(info["parts"])) if not work.sequence(i).is_file()]
         counts = _token_counts(work, info["units"], pending, info["parts"])
         for i in pending:
-            part = info["parts"][i]
-            available = int(counts[i].sum())
-            check_epochs(part["phase"], part["name"], part["requested_tokens"], available, part["max_epochs"])
-            order = np.load(work.partial_order(i))
-            sequence = epoch_sequence(counts[i], part["requested_tokens"], order)
-            write_json(work.stats(i), {"available_tokens": available})
+            sequence, stats = part_sequence(counts[i], info["parts"][i], np.load(work.partial_order(i)))
+            write_json(work.stats(i), stats)
             save_array(work.sequence(i), sequence)
         layout = []
         for i, part in enumerate(info["parts"]):
@@ -299,16 +296,21 @@ def finish_manifest(work: BuildWork, info: dict, shards: dict[int, list[dict]]) 
                 }
             continue
         sequence = np.load(work.sequence(i), mmap_mode="r")
-        available = json.loads(work.stats(i).read_text(encoding="utf-8"))["available_tokens"]
+        stats = json.loads(work.stats(i).read_text(encoding="utf-8"))
+        available = stats["available_tokens"]
         realized = sum(s["tokens"] for s in written)
         entry = manifest["phases"][part["phase_index"]]["components"][part["component_index"]]
         entry.update({
             "realized_tokens": realized, "docs": len(sequence), "unique_docs": len(np.unique(sequence)),
             "available_tokens": available, "epochs": round(realized / available, 6) if available else 0.0, "shards": written,
         })  # fmt: skip
+        if "buckets" in stats:
+            entry["buckets"] = stats["buckets"]
     for phase in manifest["phases"]:
         phase["tokens"] = sum(c["realized_tokens"] for c in phase["components"])
         phase["docs"] = sum(c["docs"] for c in phase["components"])
+        for number, bucket in enumerate(phase.get("length_buckets") or []):
+            bucket["realized_tokens"] = sum(c["buckets"][number]["realized_tokens"] for c in phase["components"])
     return manifest
 
 
