@@ -23,6 +23,7 @@ over catalog statistics of N synthetic documents (target: < 2 s for 1M).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -187,7 +188,8 @@ def bench_bpe_build(root: Path, vocab_size: int, task_counts: list[int], size: i
         reference = reference or files
         tokens = manifest["phases"][0]["tokens"]
         print(f"materialize_mixture, {tasks} task(s): {tokens:,} tokens in {wall:.2f} s wall = {tokens / wall / 1e6:.2f} M tok/s "
-              f"(driver CPU {cpu:.2f} s) | same bytes as the first run: {files == reference}", flush=True)  # fmt: skip
+              f"(driver CPU {cpu:.2f} s) | same bytes as the first run: {files == reference} | load average "
+              f"{os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
         shutil.rmtree(version_dir)
 
 
