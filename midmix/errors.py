@@ -18,6 +18,12 @@ class NotFoundError(MidmixError):
     http_status = 404
 
 
+class ForbiddenError(MidmixError):
+    """The request names something the operator has not allowed; the message names the setting to change."""
+
+    http_status = 403
+
+
 class ConflictError(MidmixError):
     """The request clashes with existing state (for example a job that cannot be cancelled)."""
 

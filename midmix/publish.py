@@ -3,12 +3,15 @@
 Files: write to a unique temporary name beside the target, fsync it, rename it into place, fsync
 the directory (``atomic_path``, ``atomic_write_text``, ``atomic_write_bytes``, ``atomic_copy``;
 streaming writers use ``temporary_sibling`` + ``commit_file``). Versions: build in a staging
-directory, then one rename (``publishing``). A reader never sees a half-written file or version;
-a killed build leaves only temporary names, which the next build of the same version redoes.
+directory, then one rename (``publishing``, which also serialises builds of one version). A reader
+never sees a half-written file or version; a killed build leaves only temporary names, which the
+next build of the same version removes.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import shutil
 import uuid
@@ -16,26 +19,74 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from midmix.errors import MidmixError
+
 STAGING_DIR = ".staging"
-
-
-def staging_path(final_dir: Path) -> Path:
-    """Where the build of ``final_dir`` is written before it is published."""
-    return final_dir.parent / STAGING_DIR / final_dir.name
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 @contextmanager
 def publishing(final_dir: Path) -> Iterator[Path]:
-    """Yield a fresh staging directory; on success rename it to ``final_dir`` atomically."""
-    staging = staging_path(final_dir)
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    yield staging
-    _fsync_tree(staging)
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staging, final_dir)
-    fsync_dir(final_dir.parent)
+    """Yield a fresh staging directory; on success rename it to ``final_dir`` atomically.
+
+    Builds of one version hold a lock for the whole build, so two of them never share or replace
+    each other's staging; the staging name is unique, and leftovers of a killed build of the version
+    are removed by the next one. On failure the staging directory is removed (a full disk becomes a
+    one-line ``MidmixError``). If ``final_dir`` appeared meanwhile, it is the same version (same
+    bytes) published by another builder: it is kept and this build's staging is dropped.
+    """
+    staging_root = final_dir.parent / STAGING_DIR
+    staging_root.mkdir(parents=True, exist_ok=True)
+    with _locked(staging_root / f"{final_dir.name}.lock"):
+        for stale in staging_root.glob(f"{final_dir.name}.*"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+        staging = staging_root / f"{final_dir.name}.{uuid.uuid4().hex[:12]}"
+        try:
+            staging.mkdir()
+            yield staging
+            _fsync_tree(staging)
+            if final_dir.exists():
+                shutil.rmtree(staging)
+            else:
+                os.replace(staging, final_dir)
+                fsync_dir(final_dir.parent)
+        except BaseException as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            if is_out_of_space(error):
+                raise MidmixError(
+                    f"no space left on the device holding {final_dir.parent} while publishing {final_dir.name} "
+                    f"({error}); nothing was published: free space there and run again"
+                ) from error
+            raise
+
+
+@contextmanager
+def _locked(lock_file: Path) -> Iterator[None]:
+    """An exclusive lock between processes (``flock``, released if the holder dies); the file goes with it.
+
+    The holder removes the lock file before releasing it, so a waiter that then gets the lock on the
+    removed file sees that the path no longer names it and takes the lock again on a fresh file.
+    """
+    while True:
+        handle = open(lock_file, "a")
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            if os.stat(lock_file).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    try:
+        yield
+    finally:
+        lock_file.unlink(missing_ok=True)
+        handle.close()  # closing releases the lock
+
+
+def is_out_of_space(error: BaseException) -> bool:
+    """A full disk or quota, however the writer reports it (pyarrow's errors carry no errno)."""
+    return isinstance(error, OSError) and (error.errno in _NO_SPACE or "No space left on device" in str(error))
 
 
 def _fsync_tree(root: Path) -> None:

@@ -1,5 +1,11 @@
 """The FastAPI application: routers per resource, auth, error mapping, jobs, browse page.
 
+Deny by default: every router in ``PROTECTED_ROUTERS`` is mounted behind ``require_read``, and
+routes that change state add ``require_write``; only ``PUBLIC_PATHS`` (liveness, version, the
+API description and the static browse page, which fetches data with the user's token) answer
+without a token. ``tests/test_service_auth.py`` walks ``app.routes`` and fails on any other route
+without an auth dependency, so a new router cannot be exposed by accident.
+
 Routes hold no curation logic: they validate, call ``pipelines``, and map ``MidmixError`` to
 4xx JSON ``{"detail": "..."}`` so every client error says what to fix.
 """
@@ -11,13 +17,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from midmix import __version__
 from midmix.errors import MidmixError, validation_problems
+from midmix.service.auth import require_read
+from midmix.service.jobs.processes import SETTINGS_ENV
 from midmix.service.jobs.runner import JobRunner
 from midmix.service.jobs.store import JobStore
 from midmix.service.routes import datasets, jobs, meta, mixtures, shards
@@ -25,7 +33,11 @@ from midmix.service.settings import ServiceSettings, load_settings
 from midmix.service.versions import VersionStore
 
 STATIC_DIR = Path(__file__).parent / "static"
-SETTINGS_ENV = "MIDMIX_SERVICE_SETTINGS_JSON"
+# Shards first: FastAPI matches routes in order and shard downloads are the hot path.
+PROTECTED_ROUTERS = (shards.router, mixtures.router, datasets.router, jobs.router, meta.router)
+PUBLIC_PATHS = frozenset(
+    {"/health", "/version", "/", "/static", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+)
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
@@ -35,7 +47,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runner = JobRunner(app.state.jobs, data_dir, settings.job_workers)
+        runner = JobRunner(app.state.jobs, settings)
         runner.start()
         try:
             yield
@@ -51,9 +63,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.state.settings = settings
     app.state.versions = VersionStore(data_dir, settings.shard_store)
     app.state.jobs = JobStore(data_dir / "jobs")
-    # Shards first: FastAPI matches routes in order and shard downloads are the hot path.
-    for module in (shards, mixtures, datasets, jobs, meta):
-        app.include_router(module.router)
+    for router in PROTECTED_ROUTERS:
+        app.include_router(router, dependencies=[Depends(require_read)])
+    app.include_router(meta.public_router)
     app.add_exception_handler(MidmixError, _midmix_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -62,8 +74,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
 
 def app_from_env() -> FastAPI:
-    """Factory for ``uvicorn --factory`` (one per worker process): settings from the environment."""
-    serialized = os.environ.get(SETTINGS_ENV)
+    """Factory for ``uvicorn --factory`` (one per worker process): settings from the environment.
+
+    The serialized settings hold the tokens, so they leave this process's environment here: the
+    job workers it starts inherit nothing of them.
+    """
+    serialized = os.environ.pop(SETTINGS_ENV, None)
     if serialized:
         return create_app(ServiceSettings.model_validate_json(serialized))
     return create_app(load_settings())
@@ -80,4 +96,6 @@ async def _midmix_error(request: Request, error: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
-    return JSONResponse({"detail": "invalid request: " + validation_problems(error.errors(), "request")}, status_code=422)
+    return JSONResponse(
+        {"detail": "invalid request: " + validation_problems(error.errors(), "request")}, status_code=422
+    )

@@ -1,6 +1,9 @@
-"""Bearer-token auth as FastAPI dependencies: reads open unless read tokens are set, writes gated.
+"""Bearer-token auth as FastAPI dependencies: a read token reads, a write token reads and writes.
 
-The checks are async (they do no I/O) so FastAPI does not hop to its thread pool for them.
+Every router is mounted behind ``require_read`` (``service.app``); routes that change state add
+``require_write``. With no read tokens configured reads are open, with no write tokens writes are
+(a loopback-only service: ``settings.check_exposure`` refuses anything else). The checks are async
+(they do no I/O) so FastAPI does not hop to its thread pool for them.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ async def require_read(request: Request, credentials: HTTPAuthorizationCredentia
     settings = _settings(request)
     if not settings.read_tokens:
         return
-    token = _presented_token(credentials, "this service needs a read token")
+    token = _presented_token(credentials, "this service needs a token (a read token to read, a write token to change)")
     if not (_matches(token, settings.read_tokens) or _matches(token, settings.write_tokens)):
         raise HTTPException(
             401, "the bearer token is not a valid read token for this service", headers={"WWW-Authenticate": "Bearer"}

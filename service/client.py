@@ -1,28 +1,34 @@
 """HTTP client for the midmix service: the only way the trainer and remote CLI talk to it.
 
-Imports nothing but httpx and ``midmix.errors`` so a trainer can depend on it without pulling
-in FastAPI or the pipelines. A service that is briefly down (restart, deploy) must not kill a
-long training run, so connection errors, timeouts and 5xx answers are retried with exponential
-backoff; 4xx answers are user mistakes and raise at once with the server's ``detail``.
+Imports httpx, tenacity and the core only, so a trainer can depend on it without pulling in
+FastAPI or the pipelines. A service that is briefly down (restart, deploy) must not kill a long
+training run, so connection errors, timeouts and 5xx answers are retried with exponential backoff
+and full jitter (tenacity) - but only requests that are safe to send twice: reads, DELETE (cancel
+answers the same when repeated), the plan dry run, and POSTs that create or retry jobs, which carry
+an ``Idempotency-Key`` so a repeat gets the first answer's job. 4xx answers are user mistakes and
+raise at once with the server's ``detail``.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote
 
 import httpx
+from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from midmix.errors import ConflictError, MidmixError, NotFoundError
+from midmix.errors import ConflictError, ForbiddenError, MidmixError, NotFoundError
 from midmix.hashing import sha256_file
 from midmix.publish import commit_file
 
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 _CHUNK = 1 << 20
 _MAX_BACKOFF_S = 8.0
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
 class MidmixClient:
@@ -79,18 +85,18 @@ class MidmixClient:
         return self._json("GET", f"/datasets/{_seg(version)}")
 
     def curate(self, config: dict) -> dict:
-        """Start a curation job from a curation config; returns the job."""
-        return self._json("POST", "/datasets", json=config)
+        """Start a curation job (inputs, fields, tokenizer, heuristics, classifiers, dedup, decontam); returns the job."""
+        return self._json("POST", "/datasets", json=config, idempotency_key=_new_key())
 
     # --- mixtures -------------------------------------------------------------------------
 
     def plan(self, spec: dict) -> dict:
         """Dry-run a mixture spec: the plan (budgets, epochs, thresholds) without building."""
-        return self._json("POST", "/mixtures/plan", json=spec)
+        return self._json("POST", "/mixtures/plan", json=spec, safe=True)
 
     def build(self, spec: dict) -> dict:
         """Start (or join the identical running) build of a mixture spec; returns the job."""
-        return self._json("POST", "/mixtures", json=spec)
+        return self._json("POST", "/mixtures", json=spec, idempotency_key=_new_key())
 
     def mixtures(self) -> list[dict]:
         """Mixture versions, newest first."""
@@ -100,9 +106,21 @@ class MidmixClient:
         """One mixture version's manifest (phases, components, shards, eval, lineage)."""
         return self._json("GET", f"/mixtures/{_seg(version)}")
 
-    def diff(self, a: str, b: str) -> dict:
-        """Per phase and component token changes, docs added and removed, from ``a`` to ``b``."""
-        return self._json("GET", f"/mixtures/{_seg(a)}/diff/{_seg(b)}")
+    def diff(self, a: str, b: str, page_size: int = 10_000) -> dict:
+        """Per phase and component token changes, docs added and removed, from ``a`` to ``b``.
+
+        The service pages doc ids; this fetches every page and returns whole lists.
+        """
+        url = f"/mixtures/{_seg(a)}/diff/{_seg(b)}"
+        diff = self._json("GET", url, params={"limit": page_size})
+        while diff["next_offset"] is not None:
+            page = self._json("GET", url, params={"limit": page_size, "offset": diff["next_offset"]})
+            for phase, more in zip(diff["phases"], page["phases"]):
+                for component, extra in zip(phase["components"], more["components"]):
+                    component["docs_added"] += extra["docs_added"]
+                    component["docs_removed"] += extra["docs_removed"]
+            diff["next_offset"] = page["next_offset"]
+        return diff
 
     def shards(self, version: str, phase: str) -> list[dict]:
         """The shards of one phase in training order, with sha256, bytes, rows and tokens."""
@@ -131,21 +149,21 @@ class MidmixClient:
 
     # --- jobs -----------------------------------------------------------------------------
 
-    def jobs(self) -> list[dict]:
-        """All jobs, newest first."""
-        return self._json("GET", "/jobs")
+    def jobs(self, limit: int = 100, offset: int = 0) -> list[dict]:
+        """Jobs, newest first, one page."""
+        return self._json("GET", "/jobs", params={"limit": limit, "offset": offset})
 
     def job(self, job_id: str) -> dict:
         """One job: state, progress (0-100), docs_done, step, eta_s, result, error."""
         return self._json("GET", f"/jobs/{_seg(job_id)}")
 
     def cancel(self, job_id: str) -> dict:
-        """Cancel a queued or running job; returns it."""
+        """Cancel a queued or running job; returns it (cancelling a cancelled job answers the same)."""
         return self._json("DELETE", f"/jobs/{_seg(job_id)}")
 
     def retry(self, job_id: str) -> dict:
         """Run a failed, cancelled or interrupted job again; returns the (new) job."""
-        return self._json("POST", f"/jobs/{_seg(job_id)}/retry")
+        return self._json("POST", f"/jobs/{_seg(job_id)}/retry", idempotency_key=_new_key())
 
     def wait(
         self,
@@ -171,14 +189,25 @@ class MidmixClient:
 
     # --- transport ------------------------------------------------------------------------
 
-    def _json(self, method: str, url: str, json: Any = None) -> Any:
-        response = self._retrying(lambda: self._send(method, url, json))
-        return response.json()
+    def _json(
+        self,
+        method: str,
+        url: str,
+        json: Any = None,
+        params: dict | None = None,
+        idempotency_key: str | None = None,
+        safe: bool = False,
+    ) -> Any:
+        """Send one request; retried only if sending it twice is harmless (see the module docstring)."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
 
-    def _send(self, method: str, url: str, json: Any) -> httpx.Response:
-        response = self._http.request(method, url, json=json)
-        _raise_for_status(response)
-        return response
+        def send() -> httpx.Response:
+            response = self._http.request(method, url, json=json, params=params, headers=headers)
+            _raise_for_status(response)
+            return response
+
+        repeatable = safe or idempotency_key is not None or method in _IDEMPOTENT_METHODS
+        return self._retrying(send, attempts=self.retries + 1 if repeatable else 1).json()
 
     def _download_into(self, url: str, partial: Path) -> str | None:
         """One attempt: append to ``partial`` from its current size; returns the ETag."""
@@ -197,18 +226,20 @@ class MidmixClient:
             answered = response.history[0] if response.history else response
             return answered.headers.get("etag", "").strip('"') or None
 
-    def _retrying(self, attempt: Callable[[], Any]) -> Any:
-        """Run ``attempt``, retrying transport errors and 5xx with exponential backoff."""
-        last_error: Exception | None = None
-        for index in range(self.retries + 1):
-            try:
-                return attempt()
-            except (httpx.TransportError, _Retryable) as error:
-                last_error = error
-            if index < self.retries:
-                time.sleep(min(self.backoff * 2**index, _MAX_BACKOFF_S))
+    def _retrying(self, attempt: Callable[[], Any], attempts: int | None = None) -> Any:
+        """Run ``attempt``, retrying transport errors and 5xx with jittered exponential backoff."""
+        attempts = attempts or self.retries + 1
+        retrying = Retrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_random_exponential(multiplier=self.backoff, max=_MAX_BACKOFF_S),
+            retry=retry_if_exception_type((httpx.TransportError, _Retryable)),
+        )
+        try:
+            return retrying(attempt)
+        except RetryError as error:
+            last_error = error.last_attempt.exception()
         raise MidmixError(
-            f"the midmix service at {self.base_url} is unreachable after {self.retries + 1} attempts "
+            f"the midmix service at {self.base_url} is unreachable after {attempts} attempts "
             f"({last_error}); check that `midmix serve` is running there"
         )
 
@@ -230,8 +261,10 @@ def _raise_for_status(response: httpx.Response) -> None:
         raise NotFoundError(detail)
     if status == 409:
         raise ConflictError(detail)
-    if status in (401, 403):
+    if status == 401 or (status == 403 and "token" in detail):
         raise MidmixError(f"{detail} (pass a valid token with --token or MIDMIX_TOKEN)")
+    if status == 403:
+        raise ForbiddenError(detail)
     raise MidmixError(detail)
 
 
@@ -244,6 +277,11 @@ def _detail(response: httpx.Response) -> str:
     if isinstance(detail, str):
         return detail
     return f"HTTP {response.status_code}: {detail if detail is not None else body}"
+
+
+def _new_key() -> str:
+    """A fresh Idempotency-Key: one per logical request, reused by its retries."""
+    return uuid.uuid4().hex
 
 
 def _seg(value: str) -> str:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 
 from fastapi import Request, Response
 from starlette.responses import FileResponse, RedirectResponse, StreamingResponse
@@ -18,45 +16,14 @@ _PROXY_CHUNK = 1 << 20
 _SINGLE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-class _PageCacheFile:
-    """Just enough of anyio's AsyncFile for FileResponse, reading with plain ``os.pread``.
-
-    Served files are immutable shards that are usually in the page cache; a 256 KiB read from
-    it takes microseconds, far less than the thread hop anyio pays for every chunk.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]):
-        self._fd = os.open(path, os.O_RDONLY)
-        self._offset = 0
-
-    async def seek(self, offset: int) -> None:
-        self._offset = offset
-
-    async def read(self, size: int) -> bytes:
-        chunk = os.pread(self._fd, size, self._offset)
-        self._offset += len(chunk)
-        return chunk
-
-    async def aclose(self) -> None:
-        os.close(self._fd)
-
-
 class ShardResponse(FileResponse):
-    """Starlette's FileResponse (Range, If-Range, 416, HEAD) reading 256 KiB chunks without threads.
+    """Starlette's FileResponse (Range, If-Range, 416, HEAD; reads in its thread pool) with bigger chunks.
 
-    256 KiB measured best in bench/bench_service.py (1 MiB: 0.49-0.84x nginx, 4 MiB: 0.30-0.51x):
-    small enough to keep the socket buffer fed, large enough to keep per-chunk overhead low.
+    Reads stay off the event loop (a cold shard can wait on the disk); 1 MiB chunks pay the thread
+    hop once per MiB (see bench/RESULTS.md, Service).
     """
 
-    chunk_size = 256 << 10
-
-    @asynccontextmanager
-    async def _open_file(self) -> AsyncIterator[_PageCacheFile]:
-        file = _PageCacheFile(self.path)
-        try:
-            yield file
-        finally:
-            await file.aclose()
+    chunk_size = 1 << 20
 
 
 def not_modified(request: Request, etag: str) -> bool:

@@ -30,6 +30,22 @@ def slow_build_env(seconds: float) -> dict[str, str]:
     return {"MIDMIX_TEST_SLOW_BUILD": str(seconds), "PYTHONPATH": os.pathsep.join([str(SLOW_BUILD_HOOK), str(REPO)])}
 
 
+def slow_curation_env(seconds: float) -> dict[str, str]:
+    """Environment for a subprocess whose curations pause ``seconds`` before publishing (tests/slow_build)."""
+    return {"MIDMIX_TEST_SLOW_CURATION": str(seconds), "PYTHONPATH": os.pathsep.join([str(SLOW_BUILD_HOOK), str(REPO)])}
+
+
+def serve_command(data_dir: Path, port: int, *extra: str) -> list[str]:
+    """``midmix serve`` on 127.0.0.1 (unless ``extra`` names another --host) over ``data_dir``."""
+    return [sys.executable, "-m", "midmix", "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--data-dir", str(data_dir), *extra]  # fmt: skip
+
+
+def clean_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without MIDMIX_ settings (so the machine's own cannot leak in), plus ``extra``."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("MIDMIX_")} | (extra or {})
+
+
 def free_port() -> int:
     """A TCP port nothing listens on right now."""
     with socket.socket() as sock:
@@ -69,28 +85,12 @@ def start_service(
 ) -> RunningService:
     """Start ``midmix serve`` on 127.0.0.1 (``env`` added to a MIDMIX_-free environment); wait for ``/health``."""
     port = port or free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "midmix",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
-        "--workers",
-        str(workers),
-        "--job-workers",
-        str(job_workers),
-    ]
+    command = serve_command(data_dir, port, "--workers", str(workers), "--job-workers", str(job_workers))
     if config is not None:
         config_path = data_dir.parent / f"service-{port}.json"
         config_path.write_text(json.dumps(config))
         command += ["--config", str(config_path)]
-    clean_env = {key: value for key, value in os.environ.items() if not key.startswith("MIDMIX_")}
-    process = subprocess.Popen(command, cwd=REPO, env=clean_env | (env or {}), stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(command, cwd=REPO, env=clean_environment(env), stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -58,16 +58,18 @@ class EndToEnd:
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory: pytest.TempPathFactory, default_models_dir: Path, corpus_subset: Path):
     data_dir = make_data_dir(tmp_path_factory.mktemp("e2e") / "data", default_models_dir)
-    service = start_service(data_dir)
+    service = start_service(data_dir, config={"input_roots": [str(corpus_subset.parent)]})
     client = MidmixClient(service.url, retries=0)
-    events: list[dict] = []
-    curation = client.wait(
-        client.curate({"inputs": [str(corpus_subset)]})["id"], poll=0.2, timeout=300, on_progress=events.append
-    )
-    build = client.wait(client.build(SPEC)["id"], poll=0.2, timeout=120)
-    yield EndToEnd(service, client, curation, events, build)
-    client.close()
-    service.stop()
+    try:
+        events: list[dict] = []
+        curation = client.wait(
+            client.curate({"inputs": [str(corpus_subset)]})["id"], poll=0.2, timeout=300, on_progress=events.append
+        )
+        build = client.wait(client.build(SPEC)["id"], poll=0.2, timeout=120)
+        yield EndToEnd(service, client, curation, events, build)
+    finally:
+        client.close()
+        service.stop()
 
 
 def test_curation_job_reports_progress_and_publishes_the_dataset(e2e: EndToEnd) -> None:

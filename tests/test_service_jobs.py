@@ -3,11 +3,13 @@ persistence across a killed service, de-duplication of identical builds, and can
 
 from __future__ import annotations
 
+import http.server
 import os
 import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from midmix.errors import ConflictError
@@ -65,6 +67,11 @@ def expected_version(data_dir: Path, body: dict) -> str:
         return mixture_version(MixtureSpec.model_validate(body), catalog)
 
 
+def staged(data_dir: Path, version: str) -> list[str]:
+    """Staging directories of ``version`` (a build in progress, or a killed build's leftovers)."""
+    return [path.name for path in (data_dir / "mixtures" / ".staging").glob(f"{version}.*") if path.is_dir()]
+
+
 def published(data_dir: Path) -> list[str]:
     """Published mixture versions (the empty ``.staging`` directory is not one)."""
     root = data_dir / "mixtures"
@@ -104,14 +111,15 @@ def test_cancel_kills_the_worker_publishes_nothing_and_retry_completes(slow_serv
     worker = store.get(job_id).worker_pid
     cancelled = client.cancel(job_id)
     wait_until(lambda: not process_alive(worker, None), timeout=10)
-    with pytest.raises(ConflictError, match="already cancelled"):
-        client.cancel(job_id)
     version = expected_version(data_dir, spec("cancelled"))
     assert cancelled["state"] == client.job(job_id)["state"] == "cancelled"
+    assert client.cancel(job_id) == client.job(job_id)  # a repeated cancel (a client retry) answers the same
     assert version not in published(data_dir)
     done = client.wait(client.retry(job_id)["id"], poll=0.1, timeout=90)
     assert (done["state"], done["result"]) == ("succeeded", version)
-    assert not (data_dir / "mixtures" / ".staging" / version).exists()
+    assert staged(data_dir, version) == []
+    with pytest.raises(ConflictError, match="already succeeded"):
+        client.cancel(job_id)
 
 
 def test_running_job_survives_a_killed_service_as_interrupted_then_retries_to_the_same_version(data_dir: Path) -> None:
@@ -124,21 +132,25 @@ def test_running_job_survives_a_killed_service_as_interrupted_then_retries_to_th
     slow.kill()
     wait_until(lambda: not process_alive(worker, None), timeout=10)
     assert store.get(job_id).state == "running"  # nobody was left to record the crash
+    version = expected_version(data_dir, spec("restarted"))
+    assert len(staged(data_dir, version)) == 1  # the killed build's leftovers, never listed
 
     service = start_service(data_dir)
     try:
         client = MidmixClient(service.url, retries=0)
         interrupted = client.job(job_id)
+        listed_before_retry = client.mixtures()
         retried = client.retry(job_id)
         done = client.wait(job_id, poll=0.1, timeout=60)
     finally:
         service.stop()
     assert interrupted["state"] == "interrupted"
+    assert "service process running this job died" in interrupted["error"]
+    assert listed_before_retry == []
     assert (retried["id"], retried["state"], retried["attempt"]) == (job_id, "queued", 2)
-    assert done["state"] == "succeeded"
-    assert done["result"] == expected_version(data_dir, spec("restarted"))
-    assert published(data_dir) == [done["result"]]
-    assert not (data_dir / "mixtures" / ".staging" / done["result"]).exists()
+    assert (done["state"], done["result"]) == ("succeeded", version)
+    assert published(data_dir) == [version]
+    assert staged(data_dir, version) == []
 
 
 def test_a_build_the_data_cannot_supply_fails_with_the_planner_message(slow_service: RunningService) -> None:
@@ -148,3 +160,75 @@ def test_a_build_the_data_cannot_supply_fails_with_the_planner_message(slow_serv
     job = client.wait(client.build(body)["id"], poll=0.1, timeout=60)
     assert job["state"] == "failed"
     assert "anneal" in job["error"] and "epochs" in job["error"]
+
+
+class AnswerDroppingProxy:
+    """A loopback HTTP proxy to a real service that forwards requests but drops the first answers
+    to the given method: the client sees the connection close as if the network lost the answer
+    after the service had acted on the request."""
+
+    def __init__(self, upstream: str, method: str, drops: int = 1):
+        self.upstream = upstream
+        self.method = method
+        self.drops = drops
+        self.seen: list[tuple[str, str, str | None]] = []  # (method, path, Idempotency-Key)
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                proxy.seen.append((self.command, self.path, self.headers.get("Idempotency-Key")))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                answer = httpx.request(self.command, proxy.upstream + self.path, content=body, headers=headers)
+                if self.command == proxy.method and proxy.drops > 0:
+                    proxy.drops -= 1
+                    self.close_connection = True
+                    return
+                self.send_response(answer.status_code)
+                for name, value in answer.headers.items():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = do_DELETE = _forward
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_lost_answer_to_retry_or_cancel_is_retried_safely(slow_service: RunningService) -> None:
+    body = spec("lost-answers")
+    body["phases"][1]["token_budget"] = 50_000_000  # fails in the planner, quickly
+    direct = MidmixClient(slow_service.url, retries=0)
+    failed = direct.wait(direct.build(body)["id"], poll=0.1, timeout=60)
+    assert failed["state"] == "failed"
+
+    retry_proxy = AnswerDroppingProxy(slow_service.url, "POST")
+    try:
+        retried = MidmixClient(retry_proxy.url, retries=3, backoff=0.05).retry(failed["id"])
+    finally:
+        retry_proxy.close()
+    slow_build = direct.build(spec("lost-cancel"))
+    cancel_proxy = AnswerDroppingProxy(slow_service.url, "DELETE")
+    try:
+        cancelled = MidmixClient(cancel_proxy.url, retries=3, backoff=0.05).cancel(slow_build["id"])
+    finally:
+        cancel_proxy.close()
+
+    # The retry was sent twice with one key: the second attempt got the first one's job, not a 409.
+    assert [(method, key is not None) for method, _, key in retry_proxy.seen] == [("POST", True), ("POST", True)]
+    assert len({key for _, _, key in retry_proxy.seen}) == 1
+    assert (retried["id"], retried["attempt"]) == (failed["id"], 2)
+    # The cancel was sent twice: the second answers with the cancelled job instead of a 409.
+    assert [method for method, _, _ in cancel_proxy.seen] == ["DELETE", "DELETE"]
+    assert (cancelled["id"], cancelled["state"]) == (slow_build["id"], "cancelled")

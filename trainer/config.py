@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +20,10 @@ class ServiceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = "http://127.0.0.1:8000"
-    token: str | None = None
+    token: str | None = Field(
+        default_factory=lambda: os.environ.get("MIDMIX_TOKEN") or None,
+        description="a read token when the service needs one; default: $MIDMIX_TOKEN (as for `midmix remote`)",
+    )
     retries: int = Field(default=5, ge=0, description="retries with backoff before the service counts as down")
 
 

@@ -1,45 +1,20 @@
-"""What each job kind does: validate its request into the pipelines' typed config and run it.
+"""What each job kind does: turn its stored request into the pipelines' typed config and run it.
 
-The only place the job machinery touches curation and mixture code; routes use ``job_key`` to
-decide whether two requests are the same job.
+The only place the job machinery touches curation and mixture code. The stored request is the
+client's (``service.requests``); the executor and the allowed locations come from the settings
+the worker was started with, and are checked again here, on the files patterns expand to.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from pydantic import BaseModel
 
-from pydantic import BaseModel, ValidationError
-
-from midmix.errors import MidmixError, validation_problems
 from midmix.hashing import sha256_json
 from midmix.progress import ProgressCallback
+from midmix.service.access import InputAccess, curation_config, mixture_spec
 from midmix.service.jobs.record import JobKind
-
-
-class InvalidRequestError(MidmixError):
-    """A request body that does not validate: 422, naming each bad field."""
-
-    http_status = 422
-
-
-def request_model(kind: JobKind) -> type[BaseModel]:
-    """The pydantic model that validates a job's request body."""
-    if kind == "curate":
-        from midmix.pipelines.curation.config import CurationConfig
-
-        return CurationConfig
-    from midmix.pipelines.mixtures.spec import MixtureSpec
-
-    return MixtureSpec
-
-
-def validate_request(kind: JobKind, body: object) -> BaseModel:
-    """The typed request; an ``InvalidRequestError`` naming each bad field if it does not validate."""
-    try:
-        return request_model(kind).model_validate(body)
-    except ValidationError as error:
-        raise InvalidRequestError("invalid request: " + validation_problems(error.errors(), "body")) from None
+from midmix.service.requests import CurationRequest, MixtureRequest
+from midmix.service.settings import ServiceSettings
 
 
 def job_key(kind: JobKind, request: BaseModel) -> str:
@@ -47,16 +22,16 @@ def job_key(kind: JobKind, request: BaseModel) -> str:
     return sha256_json({"kind": kind, "request": request.model_dump(mode="json")})
 
 
-def run_task(kind: JobKind, request: dict, data_dir: Path, progress: ProgressCallback) -> str:
-    """Run one job to completion and return the version it produced."""
-    typed = validate_request(kind, request)
+def run_task(kind: JobKind, request: dict, settings: ServiceSettings, progress: ProgressCallback) -> dict:
+    """Run one job to completion; the manifest it published (or, on Slurm, what it submitted)."""
     if kind == "curate":
         from midmix.pipelines.curation.curate import curate_corpus
 
-        manifest = curate_corpus(typed, data_dir, progress)
-    else:
-        from midmix.pipelines.mixtures.build import materialize_mixture
+        config = curation_config(CurationRequest.model_validate(request), settings)
+        InputAccess.of(settings).check_expanded(config)
+        return curate_corpus(config, settings.data_dir, progress)
+    from midmix.pipelines.mixtures.build import materialize_mixture
 
-        # Dataset versions only in the object store (``midmix datasets push``) are pulled first.
-        manifest = materialize_mixture(typed, data_dir, progress, store=os.environ.get("MIDMIX_SHARD_STORE"))
-    return str(manifest["version"])
+    spec = mixture_spec(MixtureRequest.model_validate(request), settings)
+    # Dataset versions only in the shard store (``midmix datasets push``) are pulled first.
+    return materialize_mixture(spec, settings.data_dir, progress, store=settings.shard_store)

@@ -1,26 +1,47 @@
-"""A job's worker process: ``python -m midmix.service.jobs.worker DATA_DIR JOB_ID``.
+"""A job's worker process: ``python -m midmix.service.jobs.worker JOB_ID`` (settings in the environment).
 
-Runs outside the service's event loop so a long curation never blocks a request. It writes
-progress into the job record and dies with the service process that started it, so a job
-left ``running`` by a dead service is really stopped and can be marked ``interrupted``.
+Runs outside the service's event loop so a long curation never blocks a request, in a process
+group of its own (the dispatcher starts it in a new session). It writes progress into the job
+record and ends its whole group:
+
+- when the service process that started it is gone (killed or crashed), so a job left
+  ``running`` by a dead service is really stopped and can be marked ``interrupted``;
+- when one of its child processes is killed (SIGKILL from a person or the OOM killer, a
+  segfault): datatrove's pool would otherwise wait forever for that child's task, so the job
+  fails at once, naming the process and the signal.
+
+A curation on Slurm only submits jobs; the worker then waits, holding no job slot, until the
+version is published or the Slurm jobs are gone.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
 import traceback
-from pathlib import Path
+from collections.abc import Callable
+
+import psutil
 
 from midmix.errors import MidmixError
-from midmix.service.jobs.record import Job, utc_now
+from midmix.progress import ProgressCallback
+from midmix.publish import is_out_of_space
+from midmix.service.jobs.processes import JOB_SETTINGS_ENV
+from midmix.service.jobs.record import Job
+from midmix.service.jobs.slurm import active_slurm_jobs, slurm_job_name
 from midmix.service.jobs.store import JobStore
 from midmix.service.jobs.tasks import run_task
+from midmix.service.settings import ServiceSettings
 
 _WRITE_INTERVAL_S = 0.2
 _WATCH_INTERVAL_S = 0.2
+# Signals that mean a process died by accident or by force; SIGTERM/SIGINT are how owners stop children.
+_FATAL_SIGNALS = frozenset(
+    {signal.SIGKILL, signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE}
+)
 
 
 class ProgressWriter:
@@ -43,50 +64,121 @@ class ProgressWriter:
         percent = None if not total else min(100.0, 100.0 * done / total)
         elapsed = now - self._step_started
         eta = None if not total or done <= 0 else elapsed * (total - done) / done
-
-        def change(job: Job) -> Job | None:
-            if job.state != "running":
-                return None
-            return job.model_copy(
-                update={"step": step, "docs_done": done, "docs_total": total, "progress": percent, "eta_s": eta}
-            )
-
-        self.store.update(self.job_id, change)
+        update = {"step": step, "docs_done": done, "docs_total": total, "progress": percent, "eta_s": eta}
+        self.store.update(self.job_id, lambda job: job.model_copy(update=update) if job.state == "running" else None)
 
 
-def _exit_when_orphaned(parent_pid: int) -> None:
-    """Kill this process once its service process is gone (it was killed or crashed)."""
+def _end_group() -> None:
+    """SIGKILL this worker's process group, the worker included."""
+    os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+def _die_with_the_service(parent_pid: int) -> None:
+    """End the group once the service process that started this worker is gone."""
     while os.getppid() == parent_pid:
         time.sleep(_WATCH_INTERVAL_S)
-    os._exit(3)
+    _end_group()
 
 
-def _finish(store: JobStore, job_id: str, **update: object) -> None:
+def _killed_child() -> tuple[int, int] | None:
+    """(pid, signal) of a child killed by a fatal signal, seen without reaping it (its owner reaps it)."""
+    try:
+        seen = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return None
+    if seen is None or seen.si_code not in (os.CLD_KILLED, os.CLD_DUMPED) or seen.si_status not in _FATAL_SIGNALS:
+        return None
+    return seen.si_pid, seen.si_status
+
+
+def _fail_when_a_child_is_killed(store: JobStore, job_id: str) -> None:
+    while (killed := _killed_child()) is None:
+        time.sleep(_WATCH_INTERVAL_S)
+    pid, signum = killed
+    try:
+        name = psutil.Process(pid).name()
+    except psutil.Error:
+        name = "?"
+    _finish(
+        store,
+        job_id,
+        "failed",
+        error=f"process {pid} ({name}) of this job was killed by {signal.Signals(signum).name} "
+        "(by hand, or the system ran out of memory); its work was lost, so the job stopped. "
+        "Retry it to finish the same version",
+    )
+    _end_group()
+
+
+def _finish(store: JobStore, job_id: str, state: str, **update: object) -> None:
     def change(job: Job) -> Job | None:
         if job.state != "running":  # cancelled meanwhile: keep the user's decision
             return None
-        return job.model_copy(update={"finished_at": utc_now(), "eta_s": None, **update})
+        return job.finished(state, **update)
 
     store.update(job_id, change)
 
 
-def main(data_dir: Path, job_id: str) -> int:
+def _wait_for_slurm(store: JobStore, job: Job, submitted: dict, settings: ServiceSettings) -> str:
+    """Hold the job ``running`` until Slurm publishes the version; fail if its Slurm jobs end without it."""
+    version = str(submitted["version"])
+    manifest = settings.data_dir / "datasets" / version / "manifest.json"
+    store.update(job.id, lambda current: current.model_copy(update={"detached": True}))
+    while not manifest.is_file():
+        try:
+            active = active_slurm_jobs(job.id)
+        except RuntimeError as error:
+            raise MidmixError(f"cannot follow the Slurm jobs named {slurm_job_name(job.id)}: {error}") from None
+        if not active and not manifest.is_file():
+            raise MidmixError(
+                f"the Slurm jobs of this curation ({slurm_job_name(job.id)}) ended without publishing {version}; "
+                f"their logs are under {submitted.get('work_dir')}/logs"
+            )
+        step = f"slurm: {len(active)} jobs queued or running ({slurm_job_name(job.id)})"
+        store.update(job.id, lambda current: current.model_copy(update={"step": step}))
+        time.sleep(settings.slurm_poll_s)
+    return version
+
+
+def run(store: JobStore, job: Job, settings: ServiceSettings, progress: ProgressCallback) -> str:
+    """Run the job's task; returns the version it produced (waiting for Slurm when it submitted)."""
+    if job.executor == "slurm":
+        os.environ["SBATCH_JOB_NAME"] = slurm_job_name(job.id)
+    result = run_task(job.kind, job.request, settings, progress)
+    if result.get("state") == "submitted":
+        return _wait_for_slurm(store, job, result, settings)
+    return str(result["version"])
+
+
+def main(job_id: str) -> int:
     """Run the job and record its outcome; the exit code only matters for crashes."""
-    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
-    store = JobStore(data_dir / "jobs")
+    settings = ServiceSettings.model_validate_json(os.environ.pop(JOB_SETTINGS_ENV))
+    store = JobStore(settings.data_dir / "jobs")
     job = store.get(job_id)
+    if job.state != "running" or job.owner_pid != os.getppid():
+        return 0  # cancelled, or claimed again by another service, before this worker started
+    watchers: list[tuple[Callable, tuple]] = [
+        (_die_with_the_service, (os.getppid(),)),
+        (_fail_when_a_child_is_killed, (store, job_id)),
+    ]
+    for target, args in watchers:
+        threading.Thread(target=target, args=args, daemon=True).start()
     try:
-        version = run_task(job.kind, job.request, data_dir, ProgressWriter(store, job_id))
+        version = run(store, job, settings, ProgressWriter(store, job_id))
     except MidmixError as error:
-        _finish(store, job_id, state="failed", error=str(error))
+        _finish(store, job_id, "failed", error=str(error))
         return 1
     except Exception as error:  # noqa: BLE001 - any crash must end up in the record
+        if is_out_of_space(error):
+            _finish(store, job_id, "failed", error=f"no space left on device ({error}); nothing was published. "
+                    "Free space in the data directory, then retry the job")  # fmt: skip
+            return 1
         traceback.print_exc()
-        _finish(store, job_id, state="failed", error=f"internal error: {type(error).__name__}: {error}")
+        _finish(store, job_id, "failed", error=f"internal error: {type(error).__name__}: {error}")
         return 1
-    _finish(store, job_id, state="succeeded", result=version, progress=100.0)
+    _finish(store, job_id, "succeeded", result=version, progress=100.0)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]), sys.argv[2]))
+    sys.exit(main(sys.argv[1]))

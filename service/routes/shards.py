@@ -9,13 +9,13 @@ from fastapi import APIRouter, Depends, Request, Response
 from midmix.errors import NotFoundError
 from midmix.mixture_manifest import find_phase, phase_shards
 from midmix.service import dependencies
-from midmix.service.auth import require_read
 from midmix.service.files import file_response
+from midmix.service.ids import PhaseName, ShardName, Version, VersionFile
 from midmix.service.schemas import ShardEntry
 from midmix.service.settings import ServiceSettings
 from midmix.service.versions import VersionStore
 
-router = APIRouter(prefix="/mixtures/{version}", tags=["shards"], dependencies=[Depends(require_read)])
+router = APIRouter(prefix="/mixtures/{version}", tags=["shards"])
 
 _PARQUET = "application/vnd.apache.parquet"
 _BYTES = {
@@ -35,41 +35,42 @@ def shard_entries(manifest: dict, phase: str) -> list[ShardEntry]:
 
 @router.get("/phases/{phase}/shards")
 async def list_shards(
-    version: str, phase: str, versions: VersionStore = Depends(dependencies.versions)
+    version: Version, phase: PhaseName, versions: VersionStore = Depends(dependencies.versions)
 ) -> list[ShardEntry]:
     """Each shard of a phase with path, sha256, bytes, rows, tokens and component."""
-    return shard_entries(versions.manifest("mixtures", version).data, phase)
+    return shard_entries((await versions.manifest_async("mixtures", version)).data, phase)
 
 
 @router.get("/phases/{phase}/shards/{name}", response_class=Response, responses=_BYTES)
 @router.head("/phases/{phase}/shards/{name}", response_class=Response, responses=_BYTES)
 async def shard(
-    version: str,
-    phase: str,
-    name: str,
+    version: Version,
+    phase: PhaseName,
+    name: ShardName,
     request: Request,
     versions: VersionStore = Depends(dependencies.versions),
     settings: ServiceSettings = Depends(dependencies.settings),
 ) -> Response:
     """One shard's bytes; supports Range, If-Range and If-None-Match (ETag is its sha256)."""
     relative = f"phases/{phase}/{name}"
-    if relative in versions.manifest("mixtures", version).files:
-        served = versions.servable_file(version, relative)
+    cached = await versions.manifest_async("mixtures", version)
+    if relative in cached.files:
+        served = await versions.servable_file_async(version, relative)
         return file_response(request, served, _PARQUET, redirect=settings.shard_store_mode == "redirect")
-    shard_entries(versions.manifest("mixtures", version).data, phase)  # names the phases if unknown
+    shard_entries(cached.data, phase)  # names the phases if unknown
     raise NotFoundError(f"phase {phase!r} of mixture {version} has no shard {name!r}; list them with GET .../shards")
 
 
 @router.get("/files/{path:path}", response_class=Response, responses=_BYTES)
 @router.head("/files/{path:path}", response_class=Response, responses=_BYTES)
 async def version_file(
-    version: str,
-    path: str,
+    version: Version,
+    path: VersionFile,
     request: Request,
     versions: VersionStore = Depends(dependencies.versions),
     settings: ServiceSettings = Depends(dependencies.settings),
 ) -> Response:
     """Any file the manifest lists (phase or eval shards, tokenizer.json), same headers as shards."""
     media_type = _PARQUET if path.endswith(".parquet") else "application/json"
-    served = versions.servable_file(version, path)
+    served = await versions.servable_file_async(version, path)
     return file_response(request, served, media_type, redirect=settings.shard_store_mode == "redirect")
