@@ -101,9 +101,9 @@ class InputAccess:
         for pattern in request.inputs:
             self.check(pattern, "input")
         if request.decontam.enabled:
-            for eval_file in request.decontam.eval_files:
-                if eval_file != str(BUNDLED_EVAL):
-                    self.check(eval_file, "decontam eval file")
+            for eval_set in request.decontam.eval_files:
+                if eval_set.path != str(BUNDLED_EVAL):
+                    self.check(eval_set.path, "decontam eval file")
         self.check_model(request.language.model, "language.model")
         self.check_model(request.domain.model, "domain.model")
         for name, ref in request.quality.classifiers.items():
@@ -117,7 +117,7 @@ class InputAccess:
         for unit in resolve_inputs(config.inputs):
             self.check(unit.url, "input file")
         if config.decontam.enabled:
-            patterns = [pattern for pattern in config.decontam.eval_files if pattern != str(BUNDLED_EVAL)]
+            patterns = [item.path for item in config.decontam.eval_files if item.path != str(BUNDLED_EVAL)]
             for unit in resolve_inputs(patterns) if patterns else []:
                 self.check(unit.url, "decontam eval file")
 

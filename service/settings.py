@@ -2,7 +2,8 @@
 
 Everything a client may not choose is here: who may read and write (tokens, lists so a team can
 rotate them without downtime), which local folders and URL prefixes a curation may read
-(``input_roots``, ``input_url_prefixes``), the executor curations run on, job slots and retention.
+(``input_roots``, ``input_url_prefixes``), the executors curations and builds run on, job slots
+and retention.
 
 Reads are open when no read tokens are set, writes when no write tokens are set; read tokens
 without write tokens are refused (writes would be the open half). ``midmix serve`` also refuses a
@@ -27,9 +28,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from midmix.config_files import read_mapping_file
 from midmix.errors import MidmixError, validation_problems
 from midmix.paths import DEFAULT_DATA_DIR
-from midmix.pipelines.curation.config import LocalExecutor, RayExecutor, SlurmExecutor
+from midmix.pipelines.executors import LocalExecutor, RayExecutor, SlurmExecutor
 
-CurationExecutor = Annotated[LocalExecutor | RayExecutor | SlurmExecutor, Field(discriminator="kind")]
+Executor = Annotated[LocalExecutor | RayExecutor | SlurmExecutor, Field(discriminator="kind")]
 
 
 class ServiceSettings(BaseSettings):
@@ -50,8 +51,9 @@ class ServiceSettings(BaseSettings):
     input_url_prefixes: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="URL prefixes (s3://bucket/corpora/) curation inputs and models may come from"
     )
-    curation_executor: CurationExecutor = Field(default_factory=LocalExecutor)
-    slurm_poll_s: float = Field(30.0, gt=0, description="how often a Slurm curation's job checks the queue")
+    curation_executor: Executor = Field(default_factory=LocalExecutor, description="where curations run")
+    build_executor: Executor = Field(default_factory=LocalExecutor, description="where mixture builds run")
+    slurm_poll_s: float = Field(30.0, gt=0, description="how often a job waiting on Slurm checks the queue")
     job_workers: int = Field(default=1, ge=1, le=64)
     job_retention_days: float = Field(30.0, gt=0, description="finished jobs older than this are pruned")
     job_retention_count: int = Field(10_000, ge=1, description="at most this many finished jobs are kept")

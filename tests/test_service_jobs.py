@@ -68,8 +68,10 @@ def expected_version(data_dir: Path, body: dict) -> str:
 
 
 def staged(data_dir: Path, version: str) -> list[str]:
-    """Staging directories of ``version`` (a build in progress, or a killed build's leftovers)."""
-    return [path.name for path in (data_dir / "mixtures" / ".staging").glob(f"{version}.*") if path.is_dir()]
+    """A build's work folder and publication staging (a build in progress, or a killed build's leftovers)."""
+    work = data_dir / ".staging" / f"build-{version}"
+    staging = [path.name for path in (data_dir / "mixtures" / ".staging").glob(f"{version}.*") if path.is_dir()]
+    return ([work.name] if work.exists() else []) + staging
 
 
 def published(data_dir: Path) -> list[str]:
@@ -126,14 +128,14 @@ def test_running_job_survives_a_killed_service_as_interrupted_then_retries_to_th
     store = JobStore(data_dir / "jobs")
     slow = start_service(data_dir, env=slow_build_env(5))
     client = MidmixClient(slow.url, retries=0)
+    version = expected_version(data_dir, spec("restarted"))
     job_id = client.build(spec("restarted"))["id"]
-    wait_until(lambda: client.job(job_id)["step"] not in (None, "starting"))
+    wait_until(lambda: list((data_dir / ".staging" / f"build-{version}").glob("shards/**/*.parquet")))
     worker = store.get(job_id).worker_pid
     slow.kill()
     wait_until(lambda: not process_alive(worker, None), timeout=10)
     assert store.get(job_id).state == "running"  # nobody was left to record the crash
-    version = expected_version(data_dir, spec("restarted"))
-    assert len(staged(data_dir, version)) == 1  # the killed build's leftovers, never listed
+    assert staged(data_dir, version) == [f"build-{version}"]  # the killed build's work, never listed
 
     service = start_service(data_dir)
     try:

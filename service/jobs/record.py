@@ -46,7 +46,7 @@ class Job(BaseModel):
     owner_started: float | None = Field(default=None, description="its start time, to tell a reused pid apart")
     worker_pid: int | None = Field(default=None, description="the worker; also its process group id")
     worker_started: float | None = None
-    executor: Literal["local", "ray", "slurm"] | None = Field(default=None, description="where a curation runs")
+    executor: Literal["local", "ray", "slurm"] | None = Field(default=None, description="where its work runs")
     detached: bool = Field(default=False, description="its work runs elsewhere (Slurm): it holds no job slot")
 
     def finished(self, state: JobState, **update: Any) -> Job:

@@ -105,7 +105,9 @@ class JobRunner:
                 "owner_started": self._started,
                 "worker_pid": None,
                 "worker_started": None,
-                "executor": self.settings.curation_executor.kind if job.kind == "curate" else None,
+                "executor": (
+                    self.settings.curation_executor if job.kind == "curate" else self.settings.build_executor
+                ).kind,
                 "detached": False,
                 "step": "starting",
                 "progress": 0.0,

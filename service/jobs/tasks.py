@@ -34,4 +34,4 @@ def run_task(kind: JobKind, request: dict, settings: ServiceSettings, progress: 
 
     spec = mixture_spec(MixtureRequest.model_validate(request), settings)
     # Dataset versions only in the shard store (``midmix datasets push``) are pulled first.
-    return materialize_mixture(spec, settings.data_dir, progress, store=settings.shard_store)
+    return materialize_mixture(spec, settings.data_dir, progress, settings.build_executor, store=settings.shard_store)

@@ -10,8 +10,8 @@ record and ends its whole group:
   segfault): datatrove's pool would otherwise wait forever for that child's task, so the job
   fails at once, naming the process and the signal.
 
-A curation on Slurm only submits jobs; the worker then waits, holding no job slot, until the
-version is published or the Slurm jobs are gone.
+A curation or build on Slurm only submits jobs; the worker then waits, holding no job slot, until
+the version is published or the Slurm jobs are gone.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def _finish(store: JobStore, job_id: str, state: str, **update: object) -> None:
 def _wait_for_slurm(store: JobStore, job: Job, submitted: dict, settings: ServiceSettings) -> str:
     """Hold the job ``running`` until Slurm publishes the version; fail if its Slurm jobs end without it."""
     version = str(submitted["version"])
-    manifest = settings.data_dir / "datasets" / version / "manifest.json"
+    manifest = settings.data_dir / ("datasets" if job.kind == "curate" else "mixtures") / version / "manifest.json"
     store.update(job.id, lambda current: current.model_copy(update={"detached": True}))
     while not manifest.is_file():
         try:
@@ -131,7 +131,7 @@ def _wait_for_slurm(store: JobStore, job: Job, submitted: dict, settings: Servic
             raise MidmixError(f"cannot follow the Slurm jobs named {slurm_job_name(job.id)}: {error}") from None
         if not active and not manifest.is_file():
             raise MidmixError(
-                f"the Slurm jobs of this curation ({slurm_job_name(job.id)}) ended without publishing {version}; "
+                f"the Slurm jobs of this job ({slurm_job_name(job.id)}) ended without publishing {version}; "
                 f"their logs are under {submitted.get('work_dir')}/logs"
             )
         step = f"slurm: {len(active)} jobs queued or running ({slurm_job_name(job.id)})"
