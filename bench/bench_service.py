@@ -7,13 +7,18 @@
 3. A 64-client load test of mixed reads (manifest, shard list, shard Range reads, job list) and
    builds (POST /mixtures, a few distinct specs so identical builds collide): counts 5xx answers
    and checks every job id handed out exists at the end and finished ``succeeded``.
+4. The job dispatcher's idle CPU: ``midmix serve`` (one process) sitting idle with 10,000
+   finished jobs in its store, against the same service with an empty store, in the same run
+   (CPU seconds of the service process per second of wall time, from psutil).
+
+The service runs as it would on a network: read and write tokens set, every request carrying one.
 
 Levels 1 and 2 are driven by ``wrk`` (Debian package ``wrk``; C, so the load generator does
 not steal the CPU the Python server needs), identical for both peers; the mixed test uses a
 small asyncio HTTP/1.1 client because it must read job ids from the answers. The mixture is
 built by the real pipeline (``write_sample_dataset`` + ``materialize_mixture``).
 
-Run: python bench/bench_service.py [--workers 2] [--nginx-workers 2] [--seconds 4]
+Run: python bench/bench_service.py [--workers 2] [--nginx-workers 2] [--seconds 4] [--idle-jobs 10000]
 """
 
 from __future__ import annotations
@@ -32,16 +37,22 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from midmix.pipelines.mixtures.build import materialize_mixture
 from midmix.pipelines.mixtures.spec import MixtureSpec
 from midmix.resources import SAMPLE_CORPUS
+from midmix.service.jobs.record import Job
+from midmix.service.jobs.store import JobStore
 from tests.sample_dataset import write_sample_dataset
 
 CORPUS = SAMPLE_CORPUS
 LEVELS = (1, 16, 64)
+READ_TOKEN, WRITE_TOKEN = "bench-read-token", "bench-write-token"
+AUTH = {"Authorization": f"Bearer {WRITE_TOKEN}"}
 
 
 def spec(name: str, budget: int) -> dict:
@@ -76,6 +87,7 @@ def wait_listening(port: int, timeout: float = 30) -> None:
 def start_midmix(data_dir: Path, workers: int) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIDMIX_")}
+    env |= {"MIDMIX_READ_TOKENS": READ_TOKEN, "MIDMIX_WRITE_TOKENS": WRITE_TOKEN}
     process = subprocess.Popen(
         [sys.executable, "-m", "midmix", "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir",
          str(data_dir), "--workers", str(workers), "--job-workers", "1"], cwd=REPO, env=env,
@@ -127,7 +139,7 @@ class Connection:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port, limit=1 << 20)
         lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{self.port}", f"Content-Length: {len(body)}"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        lines += [f"{k}: {v}" for k, v in (AUTH | (headers or {})).items()]
         if body:
             lines.append("Content-Type: application/json")
         self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
@@ -227,6 +239,8 @@ def wrk(port: int, path: str, clients: int, seconds: float, script: Path) -> dic
         f"-t{min(clients, 2)}",
         f"-c{clients}",
         f"-d{seconds:g}s",
+        "-H",
+        f"Authorization: Bearer {READ_TOKEN}",
         "-s",
         str(script),
         f"http://127.0.0.1:{port}{path}",
@@ -267,12 +281,50 @@ def compare_levels(midmix_port: int, nginx_port: int, version: str, shard: str, 
     return bad
 
 
+def fill_finished_jobs(data_dir: Path, count: int) -> None:
+    """``count`` finished build jobs in the service's store, written in one transaction."""
+    store = JobStore(data_dir / "jobs")
+    with store.transaction() as tx:
+        for index in range(count):
+            job = Job(id=f"build-{index:012x}", kind="build", key=f"{index:064x}", request={"name": f"s{index}"})
+            tx.put(job.finished("succeeded", result="mix-0000000000000000", progress=100.0))
+
+
+def idle_cpu(data_dir: Path, seconds: float) -> float:
+    """CPU seconds per wall second of an idle ``midmix serve`` (one process: HTTP and dispatcher)."""
+    process, _ = start_midmix(data_dir, 1)
+    try:
+        time.sleep(3.0)  # past start-up and the first ticks
+        service = psutil.Process(process.pid)
+        before, started = service.cpu_times(), time.monotonic()
+        time.sleep(seconds)
+        after, ended = service.cpu_times(), time.monotonic()
+    finally:
+        stop(process, signal.SIGINT)
+    return (after.user + after.system - before.user - before.system) / (ended - started)
+
+
+def compare_idle(scratch: Path, jobs: int, seconds: float) -> None:
+    """Print the dispatcher's idle CPU with ``jobs`` finished jobs against an empty store."""
+    full, empty = scratch / "idle-full", scratch / "idle-empty"
+    fill_finished_jobs(full, jobs)
+    (empty / "jobs").mkdir(parents=True)
+    loaded, bare = idle_cpu(full, seconds), idle_cpu(empty, seconds)
+    print(
+        f"\nidle service, {seconds:g} s: {jobs:,} finished jobs {loaded * 100:.2f}% of a core, "
+        f"empty store {bare * 100:.2f}% of a core (ratio {loaded / bare if bare else float('inf'):.2f}x); "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2, help="midmix serve --workers")
     parser.add_argument("--nginx-workers", type=int, default=None, help="nginx worker_processes (default: --workers)")
     parser.add_argument("--seconds", type=float, default=4.0, help="measurement time per level")
     parser.add_argument("--budget", type=int, default=12_000_000, help="phase token budget (sets shard sizes)")
+    parser.add_argument("--idle-jobs", type=int, default=10_000, help="finished jobs in the store for the idle test")
+    parser.add_argument("--idle-seconds", type=float, default=20.0, help="idle measurement window")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("bench_service needs wrk: apt-get install wrk", file=sys.stderr)
@@ -314,15 +366,25 @@ def main() -> int:
             f"{len(mixed['job_ids'])} distinct jobs for {len(specs)} distinct specs, "
             f"not succeeded={len(lost)} {lost}"
         )
+        for process in servers:
+            stop(process, signal.SIGINT if process is servers[0] else signal.SIGQUIT)
+        compare_idle(scratch, args.idle_jobs, args.idle_seconds)
         return 1 if server_errors or lost or bad else 0
     finally:
         for process in servers:
-            process.send_signal(signal.SIGINT if process is servers[0] else signal.SIGQUIT)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop(process, signal.SIGINT if process is servers[0] else signal.SIGQUIT)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def stop(process: subprocess.Popen, sig: int) -> None:
+    """Ask a server to stop; kill it if it has not after 20 s."""
+    if process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 if __name__ == "__main__":

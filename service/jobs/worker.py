@@ -42,6 +42,7 @@ _WATCH_INTERVAL_S = 0.2
 _FATAL_SIGNALS = frozenset(
     {signal.SIGKILL, signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE}
 )
+_RETRY = "Retry it to finish the same version"
 
 
 class ProgressWriter:
@@ -80,33 +81,47 @@ def _die_with_the_service(parent_pid: int) -> None:
     _end_group()
 
 
-def _killed_child() -> tuple[int, int] | None:
-    """(pid, signal) of a child killed by a fatal signal, seen without reaping it (its owner reaps it)."""
-    try:
-        seen = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return None
-    if seen is None or seen.si_code not in (os.CLD_KILLED, os.CLD_DUMPED) or seen.si_status not in _FATAL_SIGNALS:
-        return None
-    return seen.si_pid, seen.si_status
+class KilledChild:
+    """The first child of this worker killed by a fatal signal, and the sentence that says so.
+
+    Seen the moment it dies (a SIGCHLD handler peeks at it before its owner reaps it, so before
+    the main thread can trip over the broken pipe it leaves), and by polling for what the handler
+    cannot see while the main thread sits in a long C call.
+    """
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def install(self) -> None:
+        """Look at every child's death as it happens; children dying must not interrupt system calls."""
+        signal.signal(signal.SIGCHLD, lambda signum, frame: self.look())
+        signal.siginterrupt(signal.SIGCHLD, False)
+
+    def look(self) -> str | None:
+        """The reason once a child was killed (peeked at with WNOWAIT: its owner still reaps it)."""
+        if self.reason is not None:
+            return self.reason
+        try:
+            seen = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return None
+        if seen is None or seen.si_code not in (os.CLD_KILLED, os.CLD_DUMPED) or seen.si_status not in _FATAL_SIGNALS:
+            return None
+        try:
+            name = psutil.Process(seen.si_pid).name()
+        except psutil.Error:
+            name = "?"
+        self.reason = (
+            f"process {seen.si_pid} ({name}) of this job was killed by {signal.Signals(seen.si_status).name} "
+            "(by hand, or the system ran out of memory)"
+        )
+        return self.reason
 
 
-def _fail_when_a_child_is_killed(store: JobStore, job_id: str) -> None:
-    while (killed := _killed_child()) is None:
+def _fail_when_a_child_is_killed(store: JobStore, job_id: str, killed: KilledChild) -> None:
+    while killed.look() is None:
         time.sleep(_WATCH_INTERVAL_S)
-    pid, signum = killed
-    try:
-        name = psutil.Process(pid).name()
-    except psutil.Error:
-        name = "?"
-    _finish(
-        store,
-        job_id,
-        "failed",
-        error=f"process {pid} ({name}) of this job was killed by {signal.Signals(signum).name} "
-        "(by hand, or the system ran out of memory); its work was lost, so the job stopped. "
-        "Retry it to finish the same version",
-    )
+    _finish(store, job_id, "failed", error=f"{killed.reason}; its work was lost, so the job stopped. {_RETRY}")
     _end_group()
 
 
@@ -157,27 +172,34 @@ def main(job_id: str) -> int:
     job = store.get(job_id)
     if job.state != "running" or job.owner_pid != os.getppid():
         return 0  # cancelled, or claimed again by another service, before this worker started
+    killed = KilledChild()
+    killed.install()
     watchers: list[tuple[Callable, tuple]] = [
         (_die_with_the_service, (os.getppid(),)),
-        (_fail_when_a_child_is_killed, (store, job_id)),
+        (_fail_when_a_child_is_killed, (store, job_id, killed)),
     ]
     for target, args in watchers:
         threading.Thread(target=target, args=args, daemon=True).start()
     try:
         version = run(store, job, settings, ProgressWriter(store, job_id))
-    except MidmixError as error:
-        _finish(store, job_id, "failed", error=str(error))
-        return 1
-    except Exception as error:  # noqa: BLE001 - any crash must end up in the record
-        if is_out_of_space(error):
-            _finish(store, job_id, "failed", error=f"no space left on device ({error}); nothing was published. "
-                    "Free space in the data directory, then retry the job")  # fmt: skip
-            return 1
-        traceback.print_exc()
-        _finish(store, job_id, "failed", error=f"internal error: {type(error).__name__}: {error}")
+    except Exception as error:  # noqa: BLE001 - any failure must end up in the record, saying why
+        _finish(store, job_id, "failed", error=_failure(error, killed))
+        if not isinstance(error, MidmixError):
+            traceback.print_exc()
         return 1
     _finish(store, job_id, "succeeded", result=version, progress=100.0)
     return 0
+
+
+def _failure(error: Exception, killed: KilledChild) -> str:
+    """What a failed job's record says: a killed child first (the cause), else the error itself."""
+    if killed.look():
+        return f"{killed.reason}; the job stopped ({type(error).__name__}: {error}). {_RETRY}"
+    if isinstance(error, MidmixError):
+        return str(error)
+    if is_out_of_space(error):
+        return f"no space left on device ({error}); nothing was published. Free space in the data directory, then retry the job"
+    return f"internal error: {type(error).__name__}: {error}"
 
 
 if __name__ == "__main__":
