@@ -16,11 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing = actions.add_parser("list", help="published dataset versions, newest first")
     add_data_dir_argument(listing)
     listing.set_defaults(handler=list_command)
-    push = actions.add_parser("push", help="mirror a published version to an object store (manifest last)")
-    push.add_argument("version")
-    push.add_argument("url", help="store root, e.g. s3://bucket/prefix; the version goes to URL/datasets/VERSION")
-    add_data_dir_argument(push)
-    push.set_defaults(handler=push_command)
+    add_push_parser(actions, "datasets")
     pull = actions.add_parser("pull", help="download a pushed version into the data directory (sha256 checked)")
     pull.add_argument("version")
     pull.add_argument("url", help="store root the version was pushed to")
@@ -38,12 +34,21 @@ def list_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_push_parser(actions: argparse._SubParsersAction, kind: str) -> None:
+    """``push VERSION URL`` for ``midmix datasets`` and ``midmix mixtures`` (``kind``: datasets or mixtures)."""
+    push = actions.add_parser("push", help="mirror a published version to an object store (manifest last)")
+    push.add_argument("version")
+    push.add_argument("url", help=f"store root, e.g. s3://bucket/prefix; the version goes to URL/{kind}/VERSION")
+    add_data_dir_argument(push)
+    push.set_defaults(handler=push_command, kind=kind)
+
+
 def push_command(args: argparse.Namespace) -> int:
-    """Upload a published dataset version to ``URL/datasets/VERSION`` and print where it went."""
+    """Upload a published version to ``URL/<kind>/VERSION`` and print where it went."""
     from midmix.pipelines.mirror import push_version
 
-    written = push_version(args.data_dir, "datasets", args.version, args.url)
-    print(f"dataset {args.version}: {len(written)} files in {written[-1].rsplit('/', 1)[0]}")
+    written = push_version(args.data_dir, args.kind, args.version, args.url)
+    print(f"{args.kind.removesuffix('s')} {args.version}: {len(written)} files in {written[-1].rsplit('/', 1)[0]}")
     return 0
 
 

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from midmix.cli import add_data_dir_argument
+from midmix.pipelines.commands import add_push_parser
 
 STORE_ENV = "MIDMIX_SHARD_STORE"
 
@@ -44,11 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     diff.add_argument("--json", action="store_true", help="print the full diff (with doc ids) as JSON")
     add_data_dir_argument(diff)
     diff.set_defaults(handler=diff_command)
-    push = actions.add_parser("push", help="mirror a published version to an object store (manifest last)")
-    push.add_argument("version")
-    push.add_argument("url", help="store root, e.g. s3://bucket/prefix; the version goes to URL/mixtures/VERSION")
-    add_data_dir_argument(push)
-    push.set_defaults(handler=push_command)
+    add_push_parser(actions, "mixtures")
 
     tokenizer = subparsers.add_parser("tokenizer", help="train and check tokenizers")
     tok_actions = tokenizer.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -138,15 +135,6 @@ def diff_command(args: argparse.Namespace) -> int:
         for c in phase["components"]:
             print(f"  {c['name']:<16}{c['status']:<9}{c['tokens_delta']:>+14,} tokens  "
                   f"+{len(c['docs_added'])} / -{len(c['docs_removed'])} docs")  # fmt: skip
-    return 0
-
-
-def push_command(args: argparse.Namespace) -> int:
-    """Upload a published mixture version to ``URL/mixtures/VERSION`` and print where it went."""
-    from midmix.pipelines.mirror import push_version
-
-    written = push_version(args.data_dir, "mixtures", args.version, args.url)
-    print(f"mixture {args.version}: {len(written)} files in {written[-1].rsplit('/', 1)[0]}")
     return 0
 
 
