@@ -25,7 +25,7 @@ class TrainedOn(BaseModel):
 
 
 class ModelCard(BaseModel):
-    """Metadata of one fastText model.
+    """Metadata of one model: ``kind`` is ``fasttext`` (a file), ``stacked`` or ``transformer`` (directories).
 
     ``metrics`` holds the held-out evaluation: ``per_label`` ({label: {precision, recall, f1,
     support}}), ``macro_f1``, ``accuracy`` and, for binary tasks, ``roc_auc``.
@@ -35,6 +35,7 @@ class ModelCard(BaseModel):
 
     name: str
     task: str
+    kind: str = "fasttext"
     sha256: str
     labels: list[str]
     positive_label: str | None = None

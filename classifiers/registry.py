@@ -1,4 +1,5 @@
-"""The model registry: ``DATA/models/<sha256>.bin`` with its card ``<sha256>.json``.
+"""The model registry: ``DATA/models/<sha256>.bin`` (fastText) or ``<sha256>/`` (stacked and
+transformer directories), each with its card ``<sha256>.json``.
 
 Models are named by content hash, so registering the same bytes twice is a no-op and a
 curated dataset that records a model's sha256 always finds exactly that model. A reference may
@@ -9,14 +10,15 @@ registered like a local file, so its identity is still the hash of its bytes.
 from __future__ import annotations
 
 import re
+import shutil
 import uuid
 from pathlib import Path, PurePosixPath
 
 from midmix import storage
 from midmix.classifiers.card import ModelCard
-from midmix.classifiers.model import FastTextModel
+from midmix.classifiers.loading import load_model, model_kind
 from midmix.errors import MidmixError, NotFoundError
-from midmix.publish import atomic_copy, atomic_write_text
+from midmix.publish import atomic_copy, atomic_write_text, publishing
 
 _HEX = re.compile(r"[0-9a-f]{4,64}")
 EXTERNAL_TASK = "external"
@@ -25,31 +27,41 @@ MODEL_SUFFIXES = (".bin", ".ftz")
 
 
 class ModelRegistry:
-    """Store, list and resolve fastText models under one ``models`` directory."""
+    """Store, list and resolve models of every kind under one ``models`` directory."""
 
     def __init__(self, models_dir: Path):
         self.models_dir = Path(models_dir)
 
-    def add(self, bin_path: Path, card: ModelCard) -> ModelCard:
-        """Copy the model in as ``<sha256>.bin`` and write its card; both appear atomically."""
-        model = FastTextModel.load(bin_path)
-        card = card.model_copy(update={"sha256": model.sha256, "labels": model.labels})
+    def add(self, model_path: Path, card: ModelCard) -> ModelCard:
+        """Copy the model in under its content hash and write its card; both appear atomically."""
+        model_path = Path(model_path)
+        kind = model_kind(model_path)
+        model = load_model(model_path)
+        card = card.model_copy(update={"sha256": model.sha256, "labels": model.labels, "kind": kind})
         self.models_dir.mkdir(parents=True, exist_ok=True)
-        final_bin = self.models_dir / f"{model.sha256}.bin"
-        if not final_bin.exists():
-            atomic_copy(Path(bin_path), final_bin)
+        final = self._stored(model.sha256, kind)
+        if not final.exists():
+            if kind == "fasttext":
+                atomic_copy(model_path, final)
+            else:
+                with publishing(final) as staging:
+                    shutil.copytree(model_path, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
         atomic_write_text(self.models_dir / f"{model.sha256}.json", card.model_dump_json(indent=2))
         return card
 
     def cards(self) -> list[ModelCard]:
-        """Every registered model's card, oldest first (a card without its .bin is skipped)."""
+        """Every registered model's card, oldest first (a card without its model is skipped)."""
         if not self.models_dir.is_dir():
             return []
         cards = []
         for card_path in self.models_dir.glob("*.json"):
-            if (card_path.with_suffix(".bin")).is_file():
-                cards.append(_read_card(card_path))
+            card = _read_card(card_path)
+            if self._stored(card.sha256, card.kind).exists():
+                cards.append(card)
         return sorted(cards, key=lambda card: (card.created_at, card.sha256))
+
+    def _stored(self, sha256: str, kind: str) -> Path:
+        return self.models_dir / (f"{sha256}.bin" if kind == "fasttext" else sha256)
 
     def card(self, ref: str | Path) -> ModelCard:
         """Resolve ``ref``: a sha256 or unique prefix, a name (latest wins), or a path or URL to a .bin."""
@@ -59,6 +71,8 @@ class ModelRegistry:
         if local.suffix in MODEL_SUFFIXES:
             if not local.is_file():
                 raise NotFoundError(f"model file not found: {local}")
+            return self._card_for_file(local)
+        if local.is_dir():
             return self._card_for_file(local)
         ref = str(ref)
         cards = self.cards()
@@ -74,19 +88,23 @@ class ModelRegistry:
         known = sorted({card.name for card in cards})
         raise NotFoundError(
             f"no model {ref!r} in {self.models_dir}; known names: {', '.join(known) or 'none'} "
-            "(or pass a sha256 prefix or a path to a fastText .bin)"
+            "(or pass a sha256 prefix, a path to a fastText .bin or a model directory)"
         )
 
     def path(self, ref: str | Path) -> Path:
-        """Path of the registered ``.bin`` for ``ref`` (see ``card``)."""
-        return self.models_dir / f"{self.card(ref).sha256}.bin"
+        """Path of the registered model file or directory for ``ref`` (see ``card``)."""
+        card = self.card(ref)
+        return self._stored(card.sha256, card.kind)
 
     def _card_for_file(self, path: Path, name: str | None = None) -> ModelCard:
-        model = FastTextModel.load(path)
+        """Register a model file or directory given by path (a no-op when its content is registered)."""
+        model = load_model(path)
         existing = self.models_dir / f"{model.sha256}.json"
-        if existing.is_file() and existing.with_suffix(".bin").is_file():
-            return _read_card(existing)
-        card = ModelCard(name=name or path.stem, task=EXTERNAL_TASK, sha256=model.sha256, labels=model.labels)
+        if existing.is_file():
+            card = _read_card(existing)
+            if self._stored(card.sha256, card.kind).exists():
+                return card
+        card = ModelCard(name=name or path.stem or path.name, task=EXTERNAL_TASK, sha256=model.sha256, labels=model.labels)
         return self.add(path, card)
 
     def _card_for_url(self, url: str) -> ModelCard:

