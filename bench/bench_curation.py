@@ -85,7 +85,9 @@ def default_models(work: Path) -> tuple[Path, Path]:
 
     models_dir = work / "models"
     cards = ensure_default_models(models_dir)
-    return models_dir, ModelRegistry(models_dir).path(cards.quality.sha256)
+    quality = ModelRegistry(models_dir).path(cards.quality.sha256)
+    # The default quality model is stacked (a directory); stock datatrove runs only its fastText part.
+    return models_dir, quality / "fasttext.bin" if quality.is_dir() else quality
 
 
 def fresh_data_dir(path: Path, models_dir: Path) -> Path:

@@ -1,14 +1,15 @@
 """Curation configuration: one validated pydantic model says everything a curation run does.
 
-Models are referenced by name, sha256 or local ``.bin`` path; ``"default"`` means the bundled
-model of that task (trained on the sample corpus by ``midmix.classifiers.defaults``). The executor is a
+Models are referenced by name, sha256, local ``.bin`` path or model directory (a stacked model or
+a Hugging Face transformers classifier); ``"default"`` means the bundled model of that task
+(trained on the sample corpus by ``midmix.classifiers.defaults``). The executor is a
 config choice, so moving from local processes to Ray or Slurm needs no code change.
 
 A config file (YAML or JSON) lists only what differs from the defaults, for example::
 
     inputs: ["corpus/*.jsonl.gz", "s3://bucket/extra.parquet"]
     executor: {kind: local, tasks: 4}
-    quality: {classifiers: {fasttext_hq: default, edu: /models/edu.bin}, min_score: 0.3}
+    quality: {classifiers: {fasttext_hq: default, edu: /models/fineweb-edu-classifier}, min_score: 0.3}
     heuristics: {by_domain: {code: {min_words: 3, max_duplicate_line_ratio: 0.7}}}
     dedup: {num_bands: 20, rows_per_band: 5, jaccard_threshold: 0.8}
     decontam: {eval_files: [evals/humaneval.jsonl.gz, {path: evals/gsm8k.jsonl, fields: [question, answer]}]}
@@ -158,7 +159,8 @@ class HeuristicsConfig(_Strict):
 
 
 class QualityConfig(_Strict):
-    """Quality classifiers by name; the stored score is P(positive label) of each."""
+    """Quality classifiers by name; the stored score is each one's positive-label score (a
+    regression model's raw output)."""
 
     classifiers: dict[str, str] = Field(default_factory=lambda: {"fasttext_hq": DEFAULT_MODEL})
     primary: str = "fasttext_hq"
