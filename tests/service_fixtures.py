@@ -31,7 +31,7 @@ def slow_build_env(seconds: float) -> dict[str, str]:
 
 
 def slow_curation_env(seconds: float) -> dict[str, str]:
-    """Environment for a subprocess whose curations pause ``seconds`` before publishing (tests/slow_build)."""
+    """Environment for a subprocess whose curations pause ``seconds`` in each third-stage task (tests/slow_build)."""
     return {"MIDMIX_TEST_SLOW_CURATION": str(seconds), "PYTHONPATH": os.pathsep.join([str(SLOW_BUILD_HOOK), str(REPO)])}
 
 

@@ -3,8 +3,8 @@
 - ``kill -9`` of the service during a curation (the mixture-build case is in test_service_jobs):
   after a restart the job is ``interrupted``, nothing partial is listed, and a retry publishes the
   same version, resuming datatrove's finished stages.
-- Killing a worker's child processes (datatrove's manager) fails the job at once, naming the
-  process and the signal, instead of leaving datatrove waiting forever.
+- Killing a worker's child processes (the local pool's forkserver and workers) fails the job at
+  once, naming the process and the signal.
 - A full disk during publication: the mixtures folder is a 2 MiB tmpfs the test mounts (as root)
   and fills; the build fails with a one-line error, leaves no partial version, and a retry
   completes once the space is back.
@@ -49,37 +49,40 @@ def wait_until(condition, timeout: float = 60.0, what: str = "condition") -> Non
 
 @pytest.fixture
 def curation_setup(tmp_path: Path, default_models_dir: Path, corpus_subset: Path):
-    """A data dir with the default models, and 120 documents under an input root."""
+    """A data dir with the default models; 120 documents in two files under an input root; curations
+    in two tasks on a local pool (so a job's worker has child processes)."""
     inputs = tmp_path / "inputs"
     inputs.mkdir()
-    corpus = inputs / "corpus.jsonl"
-    corpus.write_text("".join(corpus_subset.read_text().splitlines(keepends=True)[:120]))
+    lines = corpus_subset.read_text().splitlines(keepends=True)[:120]
+    for half in range(2):
+        (inputs / f"part-{half}.jsonl").write_text("".join(lines[half::2]))
     data_dir = make_data_dir(tmp_path / "data", default_models_dir)
-    return data_dir, corpus, {"input_roots": [str(inputs)]}
+    settings = {"input_roots": [str(inputs)], "curation_executor": {"kind": "local", "tasks": 2, "workers": 2}}
+    return data_dir, inputs, settings
 
 
 def work_version(data_dir: Path) -> str | None:
-    """The version a curation is working on, once its publish stage (the fourth) has started."""
-    started = list((data_dir / ".staging").glob("curate-*/tasks-1/logs/4-publish/executor.json"))
+    """The version a curation is working on, once its third stage (the pool writing parts) has started."""
+    started = list((data_dir / ".staging").glob("curate-*/tasks-2/logs/3-write/executor.json"))
     return started[0].parents[3].name.removeprefix("curate-") if started else None
 
 
 def paused_worker(store: JobStore, job_id: str, data_dir: Path) -> psutil.Process:
-    """The job's worker once the curation is at its publish pause, with datatrove's manager process running."""
+    """The job's worker once the curation's pool is paused in its third stage."""
 
     def paused() -> bool:
         pid = store.get(job_id).worker_pid
-        return pid is not None and work_version(data_dir) is not None and bool(psutil.Process(pid).children())
+        return pid is not None and work_version(data_dir) is not None and len(psutil.Process(pid).children(True)) >= 3
 
     wait_until(paused, what="the curation pausing before it publishes")
     return psutil.Process(store.get(job_id).worker_pid)
 
 
 def test_kill_9_during_a_curation_then_a_retry_publishes_the_same_version(curation_setup) -> None:
-    data_dir, corpus, config = curation_setup
+    data_dir, inputs, config = curation_setup
     store = JobStore(data_dir / "jobs")
     slow = start_service(data_dir, config=config, env=slow_curation_env(60))
-    job_id = MidmixClient(slow.url, retries=0).curate({"inputs": [str(corpus)]})["id"]
+    job_id = MidmixClient(slow.url, retries=0).curate({"inputs": [str(inputs)]})["id"]
     worker = paused_worker(store, job_id, data_dir)
     version = work_version(data_dir)
     group = [worker, *worker.children(recursive=True)]
@@ -97,7 +100,7 @@ def test_kill_9_during_a_curation_then_a_retry_publishes_the_same_version(curati
         listed_after = [dataset["version"] for dataset in client.datasets()]
     finally:
         service.stop()
-    assert len(group) >= 2  # the worker and datatrove's manager process
+    assert len(group) >= 4  # the worker, the pool's forkserver and its two worker processes
     assert (interrupted["state"], listed_before) == ("interrupted", [])
     assert (done["state"], done["result"], done["attempt"]) == ("succeeded", version, 2)
     assert listed_after == [version]
@@ -106,12 +109,12 @@ def test_kill_9_during_a_curation_then_a_retry_publishes_the_same_version(curati
 
 
 def test_killing_a_workers_children_fails_the_job_naming_the_signal(curation_setup) -> None:
-    data_dir, corpus, config = curation_setup
+    data_dir, inputs, config = curation_setup
     store = JobStore(data_dir / "jobs")
     service = start_service(data_dir, config=config, env=slow_curation_env(60))
     try:
         client = MidmixClient(service.url, retries=0)
-        job_id = client.curate({"inputs": [str(corpus)]})["id"]
+        job_id = client.curate({"inputs": [str(inputs)]})["id"]
         worker = paused_worker(store, job_id, data_dir)
         children = worker.children(recursive=True)
         for child in children:
@@ -126,6 +129,24 @@ def test_killing_a_workers_children_fails_the_job_naming_the_signal(curation_set
     assert "of this job was killed by SIGKILL" in job["error"] and "Retry it to finish the same version" in job["error"]
     assert any(f"process {child.pid} " in job["error"] for child in children)
     assert listed == []
+
+
+def test_cancel_kills_the_workers_whole_process_group_pool_included(curation_setup) -> None:
+    data_dir, inputs, config = curation_setup
+    store = JobStore(data_dir / "jobs")
+    service = start_service(data_dir, config=config, env=slow_curation_env(60))
+    try:
+        client = MidmixClient(service.url, retries=0)
+        job_id = client.curate({"inputs": [str(inputs)]})["id"]
+        worker = paused_worker(store, job_id, data_dir)
+        group = [worker, *worker.children(recursive=True)]
+        cancelled = client.cancel(job_id)
+        wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in group), timeout=10)
+        listed = client.datasets()
+    finally:
+        service.stop()
+    assert len(group) >= 4  # the worker, the pool's forkserver and its two worker processes
+    assert cancelled["state"] == "cancelled" and listed == []
 
 
 # --- a full disk during publication ---------------------------------------------------------------
@@ -207,6 +228,7 @@ echo "$@" >> "{dir}/scancel.log"
 @pytest.fixture
 def slurm_service(curation_setup, tmp_path: Path):
     data_dir, corpus, config = curation_setup
+    config = {"input_roots": config["input_roots"]}
     record_dir = tmp_path / "slurm"
     bin_dir = tmp_path / "bin"
     record_dir.mkdir()

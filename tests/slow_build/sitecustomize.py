@@ -4,8 +4,8 @@ A test puts this folder on ``PYTHONPATH`` and sets, for a subprocess (``midmix b
 ``midmix serve`` and its job workers):
 
 - ``MIDMIX_TEST_SLOW_BUILD=SECONDS``: every mixture shard write pauses that long afterwards;
-- ``MIDMIX_TEST_SLOW_CURATION=SECONDS``: a curation pauses that long before it publishes (its
-  first three stages are done, their work files on disk, nothing published).
+- ``MIDMIX_TEST_SLOW_CURATION=SECONDS``: each task of a curation's third stage (writing the
+  curated parts) pauses that long first: annotation and dedup are done, nothing is published.
 
 Python imports ``sitecustomize`` at start-up. Production code knows nothing of it.
 """
@@ -32,12 +32,12 @@ if _BUILD_S > 0:
 if _CURATION_S > 0:
     import time
 
-    from midmix.pipelines.curation import curate
+    from midmix.pipelines.curation import writer
 
-    _publish = curate.PublishDataset.run
+    _write = writer.CuratedWriter.run
 
-    def _slow_publish(self, data=None, rank: int = 0, world_size: int = 1):
+    def _slow_write(self, data=None, rank: int = 0, world_size: int = 1):
         time.sleep(_CURATION_S)
-        return _publish(self, data, rank, world_size)
+        return _write(self, data, rank, world_size)
 
-    curate.PublishDataset.run = _slow_publish
+    writer.CuratedWriter.run = _slow_write
