@@ -19,11 +19,11 @@ _SINGLE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 class ShardResponse(FileResponse):
     """Starlette's FileResponse (Range, If-Range, 416, HEAD; reads in its thread pool) with bigger chunks.
 
-    Reads stay off the event loop (a cold shard can wait on the disk); 1 MiB chunks pay the thread
-    hop once per MiB (see bench/RESULTS.md, Service).
+    Reads stay off the event loop (a cold shard can wait on the disk). 256 KiB chunks: 1 MiB was
+    no faster in an A/B run (bench/RESULTS.md, Service), and smaller chunks keep the socket fed.
     """
 
-    chunk_size = 1 << 20
+    chunk_size = 256 << 10
 
 
 def not_modified(request: Request, etag: str) -> bool:
