@@ -7,8 +7,10 @@ record and ends its whole group:
 - when the service process that started it is gone (killed or crashed), so a job left
   ``running`` by a dead service is really stopped and can be marked ``interrupted``;
 - when one of its child processes is killed (SIGKILL from a person or the OOM killer, a
-  segfault): datatrove's pool would otherwise wait forever for that child's task, so the job
-  fails at once, naming the process and the signal.
+  segfault): that child's work is lost, so the job fails at once naming the process and the
+  signal, instead of later with whatever broken pipe or pool the loss leaves behind. (A pool
+  worker under the executor's forkserver is a grandchild: its loss is the executor's to retry,
+  ``midmix.pipelines.executors``.)
 
 A curation or build on Slurm only submits jobs; the worker then waits, holding no job slot, until
 the version is published or the Slurm jobs are gone.
