@@ -219,5 +219,5 @@ def test_browse_page_renders_phases_composition_and_quality(e2e: EndToEnd, tmp_p
     assert "web" in stable_legend and "repetition" in stable_legend.lower()
     assert histogram_bars > 0
     assert "Curation steps" in dataset_text and "decontam" in dataset_text
-    assert errors == []
+    assert errors == [], errors
     assert (tmp_path / "browse-mixture.png").stat().st_size > 10_000
