@@ -27,7 +27,6 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
-from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -144,11 +143,13 @@ def datatrove_executor(
 class PoolLocalExecutor(LocalPipelineExecutor):
     """datatrove's local executor whose pool survives a dead worker: its tasks fail, the rest go on.
 
-    One worker runs the tasks in this process, one after the other; a failing task stops that
-    attempt and the next attempt (``run_stages``) resumes after the completed ones.
+    One worker keeps datatrove's own loop in this process; a failing task stops that attempt and
+    the next attempt (``run_stages``) resumes after the completed ones.
     """
 
     def run(self):
+        if self.workers == 1 or self.tasks == 1:
+            return super().run()
         if self.depends is not None:
             if not self.depends._launched:
                 self.depends.run()
@@ -159,15 +160,6 @@ class PoolLocalExecutor(LocalPipelineExecutor):
         if not ranks:
             return None
         self.save_executor_as_json()
-        if self.workers == 1 or len(ranks) == 1:
-            pipeline = self.pipeline
-            for rank in ranks:  # in this process (no manager process, unlike datatrove's loop)
-                self.pipeline = deepcopy(pipeline)
-                try:
-                    self._run_for_rank(rank)
-                finally:
-                    self.pipeline = pipeline
-            return None
         errors = []
         context = multiprocessing.get_context("forkserver")
         # Workers fork from a server that has imported the steps' modules (datatrove, pyarrow, the
