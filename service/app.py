@@ -28,13 +28,13 @@ from midmix.service.auth import require_read
 from midmix.service.jobs.processes import SETTINGS_ENV
 from midmix.service.jobs.runner import JobRunner
 from midmix.service.jobs.store import JobStore
-from midmix.service.routes import datasets, jobs, meta, mixtures, shards
+from midmix.service.routes import datasets, jobs, meta, mixtures, runs, shards
 from midmix.service.settings import ServiceSettings, load_settings
 from midmix.service.versions import VersionStore
 
 STATIC_DIR = Path(__file__).parent / "static"
 # Shards first: FastAPI matches routes in order and shard downloads are the hot path.
-PROTECTED_ROUTERS = (shards.router, mixtures.router, datasets.router, jobs.router, meta.router)
+PROTECTED_ROUTERS = (shards.router, mixtures.router, datasets.router, jobs.router, runs.router, meta.router)
 PUBLIC_PATHS = frozenset(
     {"/health", "/version", "/", "/static", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 )

@@ -42,6 +42,7 @@ from midmix.trainer.metrics import MetricsLog
 from midmix.trainer.model import Decoder, check_seq_len
 from midmix.trainer.packing import IGNORE_INDEX, pack_documents
 from midmix.trainer.phase_stream import PhaseStream
+from midmix.trainer.run_summary import write_run_summary
 from midmix.trainer.schedule import PhaseLr, lr_at
 from midmix.trainer.shard_cache import LocalVersions, ShardCache
 
@@ -245,6 +246,7 @@ class Trainer:
         self.position = Position(index + 1, 0, self.position.global_step, self.position.tokens)
         if self.metrics is not None:
             self.metrics.write({"kind": "phase_end", **summary})
+            write_run_summary(config.out_dir, self.manifest, self.phases)
         self._save()
         self.cache.release(phase_shard_entries(phase))  # the next phases' shards may now take their room
         self.cache.release_held(stream.cache_prefixes())

@@ -1,4 +1,4 @@
-// midmix browse page: mixtures, their phases' composition, datasets and jobs.
+// midmix browse page: mixtures, their phases' composition, training runs' realized shares, datasets and jobs.
 // Plain DOM + inline SVG, no dependencies (the service may run with no internet).
 "use strict";
 
@@ -191,6 +191,75 @@ async function showDataset(version) {
         el("th", { class: "num" }, "out"), el("th", {}, "dropped by reason"))), el("tbody", {}, steps))) : null);
 }
 
+// Lines over steps: each component's realized share per logging window (solid) and its target (dashed).
+function windowChart(title, windows) {
+  const width = 640, height = 170, left = 34, right = 8, top = 10, bottom = 22;
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, width: "100%", role: "img", "aria-label": title, class: "windows" });
+  const steps = windows.map((w) => (w.steps[0] + w.steps[1]) / 2);
+  const lo = Math.min(...steps), hi = Math.max(...steps, lo + 1);
+  const x = (step) => left + ((step - lo) / (hi - lo)) * (width - left - right);
+  const y = (share) => top + (1 - share) * (height - top - bottom);
+  for (const tick of [0, 0.25, 0.5, 0.75, 1]) {
+    chart.append(svg("line", { x1: left, x2: width - right, y1: y(tick), y2: y(tick), stroke: "#e2e5eb" }));
+    chart.append(svg("text", { x: 2, y: y(tick) + 4 }, `${100 * tick}%`));
+  }
+  const names = Object.keys((windows[0] || {}).components || {});
+  for (const name of names) {
+    const line = (key) => windows.map((w, i) => `${i ? "L" : "M"}${x(steps[i]).toFixed(1)},${y(w.components[name][key]).toFixed(1)}`).join("");
+    chart.append(svg("path", { d: line("target"), fill: "none", stroke: color(name), "stroke-dasharray": "4 3", "stroke-width": 1 }));
+    const realized = svg("path", { d: line("share"), fill: "none", stroke: color(name), "stroke-width": 1.8, class: "realized-line" });
+    realized.append(svg("title", {}, `${name}: realized share per window (dashed: target)`));
+    chart.append(realized);
+  }
+  chart.append(svg("text", { x: left, y: height - 4 }, `step ${Math.round(lo)}`));
+  chart.append(svg("text", { x: width - right, y: height - 4, "text-anchor": "end" }, `step ${Math.round(hi)}`));
+  return el("div", { class: "chart wide" }, el("h4", {}, title), chart);
+}
+
+function runPhaseCard(phase) {
+  const names = Object.keys(phase.manifest);
+  const realized = phase.realized || {};
+  const worst = (name) => Math.max(0, ...phase.windows.map((w) => Math.abs(w.components[name].share - w.components[name].target)));
+  const rows = names.map((name) => {
+    const got = realized[name] ? realized[name].share : null;
+    return el("tr", { "data-component": name },
+      el("td", {}, el("span", { style: `color:${color(name)}` }, "■ "), name),
+      el("td", { class: "num" }, pct(phase.manifest[name])),
+      el("td", { class: "num realized-share" }, got === null ? "–" : pct(got)),
+      el("td", { class: "num" }, got === null ? "–" : `${(100 * (got - phase.manifest[name])).toFixed(2)} pp`),
+      el("td", { class: "num" }, phase.windows.length ? `${(100 * worst(name)).toFixed(2)} pp` : "–"));
+  });
+  const padding = phase.padding && phase.padding.tokens ? `, last step padded with ${fmt(phase.padding.sequences)} sequences` : "";
+  return el("div", { class: "card run-phase", "data-phase": phase.name },
+    el("h3", {}, `Phase ${phase.name}`),
+    el("div", { class: "facts" },
+      el("span", {}, "steps ", el("b", {}, fmt(phase.steps_trained)), phase.complete ? "" : " (in progress)"),
+      el("span", {}, "seq_len ", el("b", {}, phase.seq_len)),
+      el("span", {}, "last loss ", el("b", {}, Number(phase.loss).toFixed(4))),
+      el("span", {}, "eval ", el("b", {}, Object.entries(phase.eval || {}).map(([d, v]) => `${d} ${Number(v).toFixed(3)}`).join(", ") || "–")),
+      phase.scheduled ? el("span", {}, el("b", {}, "weights follow a schedule")) : null),
+    el("div", { class: "charts" },
+      shareChart("manifest: tokens by component", names.map((n) => [n, phase.manifest[n]])),
+      realized && names.some((n) => realized[n]) ?
+        shareChart(`realized over the ${phase.steps_trained} steps trained${padding}`, names.map((n) => [n, realized[n] ? realized[n].tokens : 0])) : null),
+    phase.windows.length ? windowChart("realized share per logging window (dashed: target)", phase.windows) : null,
+    el("table", { class: "components" },
+      el("thead", {}, el("tr", {}, ["component", "manifest", "realized", "difference", "worst window"].map((h, i) =>
+        el("th", { class: i ? "num" : "" }, h)))),
+      el("tbody", {}, rows)));
+}
+
+async function showRun(name) {
+  const summary = await api(`/runs/${name}`);
+  render(
+    el("div", { class: "card" }, el("h2", { id: "run-title" }, `Run ${name}`),
+      el("div", { class: "facts" },
+        el("span", {}, "mixture ", el("a", { onclick: () => { location.hash = `#mixture/${summary.mixture}`; } }, summary.mixture)),
+        el("span", {}, "steps ", el("b", {}, fmt(summary.global_steps))),
+        el("span", {}, "phases ", el("b", {}, summary.phases.length)))),
+    summary.phases.length ? summary.phases.map(runPhaseCard) : el("p", { class: "muted" }, "no phase trained yet"));
+}
+
 function render(...nodes) {
   const detail = document.getElementById("detail");
   detail.replaceChildren(...nodes.flat().filter(Boolean));
@@ -202,10 +271,13 @@ function listItem(kind, version, name, sub) {
 }
 
 async function loadLists() {
-  const [info, mixtures, datasets, jobs] = await Promise.all([api("/version"), api("/mixtures"), api("/datasets"), api("/jobs")]);
+  const [info, mixtures, runs, datasets, jobs] = await Promise.all(
+    [api("/version"), api("/mixtures"), api("/runs"), api("/datasets"), api("/jobs")]);
   document.getElementById("service-version").textContent = `service ${info.version}`;
   document.getElementById("mixtures").replaceChildren(...mixtures.map((m) => listItem("mixture", m.version,
     m.name || m.version, `${m.version} · ${m.phases.length} phases · ${fmt(m.phases.reduce((s, p) => s + (p.tokens || 0), 0))} tok`)));
+  document.getElementById("runs").replaceChildren(...runs.map((r) => listItem("run", r.name, r.name,
+    `${r.mixture} · ${fmt(r.global_steps)} steps · ${r.phases.join(", ")}`)));
   document.getElementById("datasets").replaceChildren(...datasets.map((d) => listItem("dataset", d.version,
     d.version, `${fmt(d.docs)} docs · ${fmt(d.tokens)} tok`)));
   document.getElementById("jobs").replaceChildren(...jobs.slice(0, 8).map((j) => el("li", {},
@@ -220,6 +292,7 @@ async function route() {
   try {
     if (kind === "mixture" && version) await showMixture(version);
     else if (kind === "dataset" && version) await showDataset(version);
+    else if (kind === "run" && version) await showRun(version);
   } catch (error) {
     render(el("p", { class: "warn", id: "status" }, error.message));
   }
