@@ -14,12 +14,12 @@ the last ``WINDOW_SEQUENCES`` sequences: the target of component
 constant weight, the integral of its schedule (``midmix.mixture_schedule``) otherwise. So every
 component ends with the phase, whole-phase shares equal the manifest's, and a schedule is
 followed step by step. With two components any window holds each within about one sequence of
-its target. With five, no order of whole sequences can do that for every weight vector; the
-prefix rule alone let 64-sequence windows drift up to 1.3 sequences (2.0 pp) on realistic
-5-way mixes, the window term holds them to 1.0 (1.6 pp) for 0.1 pp more drift in windows of other
-lengths (bench/RESULTS.md). A closed-form merge by due time, which this module used before, is
-vectorised but drifts 1.8 sequences with five components, so the rule runs as a plain loop:
-about 1 CPU-s per million sequences, once per phase and rank.
+its target. With five, windows stray further: on
+realistic 5-way mixes the prefix rule alone let 64-sequence windows drift up to 2.1 pp (1.3
+sequences), the window term holds them to 1.6 pp, for up to 0.1 pp more drift in 512-sequence
+windows (``bench/bench_blend.py``). A closed-form merge by due time, which this module used
+before, is vectorised but drifts further with five components, so the rule runs as a plain loop:
+0.84 CPU-s per million sequences, once per phase (then kept beside the laid-out stream).
 """
 
 from __future__ import annotations
