@@ -103,13 +103,17 @@ class StackedModel:
             )
         self._fasttext_columns = [self.fasttext.labels.index(label) for label in self.labels]
 
-    def predict_scores(self, texts: list[str]) -> np.ndarray:
-        """Probabilities, shape (len(texts), len(labels)), float32."""
+    def predict_scores(self, texts: list[str], signals: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities, shape (len(texts), len(labels)), float32.
+
+        ``signals``: ``signal_features(texts, spec.signal_chars)`` when the caller already has them
+        (curation computes them once per document for the domain and quality models).
+        """
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         lines = [fasttext_line(text, self.spec.fasttext_chars) for text in texts]
         fasttext_scores = self.fasttext.predict_scores(lines)[:, self._fasttext_columns]
-        features = signal_features(texts, self.spec.signal_chars)
+        features = signal_features(texts, self.spec.signal_chars) if signals is None else signals
         if self.spec.percentile_knots is None:
             return self.spec.combiner.predict_proba(features, fasttext_scores)
         first = percentile_of(margins(self.spec.combiner.logits(features, fasttext_scores)), self.spec.percentile_knots)

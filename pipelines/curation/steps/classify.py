@@ -16,11 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 from datatrove.data import Document
 
+from midmix.classifiers.domain_signals import signal_features
 from midmix.classifiers.loading import ScoringModel, load_model
 from midmix.classifiers.model import FastTextModel
+from midmix.classifiers.stacked import StackedModel
 from midmix.pipelines.curation.steps.base import BatchStep
 
 _LINES = "_fasttext_lines"
+_SIGNALS = "_signal_features"
 
 
 def model_lines(docs: list[Document], max_chars: int) -> list[str]:
@@ -36,11 +39,28 @@ def model_lines(docs: list[Document], max_chars: int) -> list[str]:
     return lines
 
 
-def model_inputs(model: ScoringModel, docs: list[Document], max_chars: int) -> list[str]:
-    """What ``model`` reads of each document: the cached fastText line, or the raw prefix."""
+def predict(model: ScoringModel, docs: list[Document], max_chars: int) -> np.ndarray:
+    """``model``'s scores for the first ``max_chars`` characters of each document.
+
+    fastText models read the cached fastText line; stacked models the raw prefix and its
+    structural signals, cached per document so the domain and quality models compute them once;
+    transformers the raw prefix.
+    """
     if isinstance(model, FastTextModel):
-        return model_lines(docs, max_chars)
-    return [doc.text[:max_chars] for doc in docs]
+        return model.predict_scores(model_lines(docs, max_chars))
+    prefixes = [doc.text[:max_chars] for doc in docs]
+    if isinstance(model, StackedModel):
+        return model.predict_scores(prefixes, signals(docs, min(max_chars, model.spec.signal_chars)))
+    return model.predict_scores(prefixes)
+
+
+def signals(docs: list[Document], chars: int) -> np.ndarray:
+    """``signal_features`` of each document's first ``chars`` characters, computed once per document."""
+    missing = [doc for doc in docs if chars not in doc.metadata.get(_SIGNALS, {})]
+    if missing:
+        for doc, row in zip(missing, signal_features([doc.text for doc in missing], chars)):
+            doc.metadata.setdefault(_SIGNALS, {})[chars] = row
+    return np.stack([doc.metadata[_SIGNALS][chars] for doc in docs])
 
 
 @dataclass(frozen=True)
@@ -65,7 +85,7 @@ class LanguageTagger(BatchStep):
 
     def process_batch(self, docs: list[Document]) -> None:
         model = load_model(self.model_path)
-        scores = model.predict_scores(model_inputs(model, docs, self.max_chars))
+        scores = predict(model, docs, self.max_chars)
         best = scores.argmax(axis=1)
         for doc, column, row in zip(docs, best, scores):
             lang = model.labels[column]
@@ -89,7 +109,7 @@ class DomainTagger(BatchStep):
     def process_batch(self, docs: list[Document]) -> None:
         model = load_model(self.model_path)
         columns = [model.labels.index(label) for label in self.labels]
-        scores = model.predict_scores(model_inputs(model, docs, self.max_chars))[:, columns]
+        scores = predict(model, docs, self.max_chars)[:, columns]
         totals = scores.sum(axis=1, keepdims=True)
         scores = np.divide(scores, totals, out=np.full_like(scores, 1.0 / len(columns)), where=totals > 0)
         best = scores.argmax(axis=1)
@@ -124,7 +144,7 @@ class QualityScorer(BatchStep):
         per_name = {}
         for name, column in self.classifiers.items():
             model = load_model(column.path)
-            scores = model.predict_scores(model_inputs(model, docs, self.max_chars))
+            scores = predict(model, docs, self.max_chars)
             per_name[name] = scores[:, model.labels.index(column.label)]
         for index, doc in enumerate(docs):
             doc.metadata["quality"] = {name: float(scores[index]) for name, scores in per_name.items()}
