@@ -8,8 +8,8 @@ documents that fastText trained on, nor on their sources. It learns from *out-of
 (folds of whole sources: what fastText says about a kind of text it never saw), so it learns how
 far fastText can be trusted on new sources, and the signals carry the rest. Each source weighs
 by the square root of its size, and labels are balanced, so one large source does not decide
-what a label looks like. (Adding in-source out-of-fold scores as well raised the id-split
-macro-F1 from 0.90 to 0.93 and lowered leave-source-out from 0.66 to 0.62: bench/RESULTS.md.)
+what a label looks like. The price is in-source accuracy: scores of known sources are trusted less than they could be
+(bench/RESULTS.md, "Classifiers that hold on unseen sources").
 """
 
 from __future__ import annotations
