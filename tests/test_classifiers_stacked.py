@@ -187,3 +187,25 @@ def test_cli_rejects_an_unknown_classifier_kind(tmp_path: Path, capsys: pytest.C
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "invalid choice: 'forest'" in err and "fasttext" in err and not (tmp_path / "models").exists()
+
+
+def test_cli_eval_leaves_each_source_out_and_reports_languages(tmp_path: Path, capsys) -> None:
+    records = [
+        {"id": f"{source}-{i}", "text": f"{word} {word} words {i}", "label": label, "source": source, "lang": lang}
+        for source, label, word, lang in (
+            ("s1", "fruit", "apple", "en"), ("s2", "fruit", "apple", "de"),
+            ("s3", "tool", "hammer", "en"), ("s4", "tool", "hammer", "de"),
+        )
+        for i in range(20)
+    ]
+    path = tmp_path / "labelled.jsonl"
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    data = str(tmp_path / "data")
+    common = ["--input", str(path), "--data-dir", data]
+    assert main(["classifiers", "train", "--task", "thing", "--epoch", "5", "--dim", "4", "--bucket", "0", "--word-ngrams", "1", *common]) == 0
+    capsys.readouterr()
+    assert main(["classifiers", "eval", "fasttext_thing", "--split", "source", *common]) == 0
+    out = capsys.readouterr().out
+    assert "on 80 leave-source-out (pooled over held-out sources) documents" in out
+    assert "macro-F1 1.0000" in out and "truth \\ predicted" in out
+    assert "\nde               40    1.0000    1.0000" in out and "\nen               40" in out
