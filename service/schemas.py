@@ -1,4 +1,4 @@
-"""Response models of the HTTP API (request bodies are the pipelines' own config models)."""
+"""Response models of the HTTP API (request bodies are in ``service.requests``)."""
 
 from __future__ import annotations
 
