@@ -92,7 +92,9 @@ def test_classifiers_lists_the_registered_models(e2e: EndToEnd) -> None:
     cards = e2e.client.classifiers()
     assert sorted(card["task"] for card in cards) == ["domain", "lang", "quality"]
     models = e2e.service.data_dir / "models"
-    assert all((models / f"{card['sha256']}.bin").is_file() for card in cards)
+    # fastText models are files <sha256>.bin, stacked and transformer models folders <sha256>/
+    stored = [models / (f"{card['sha256']}.bin" if card["kind"] == "fasttext" else card["sha256"]) for card in cards]
+    assert all(path.exists() for path in stored)
 
 
 def test_build_job_publishes_the_local_version_and_every_shard_downloads_intact(e2e: EndToEnd, tmp_path: Path) -> None:
